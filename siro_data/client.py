@@ -1,0 +1,305 @@
+"""The Siro API client: one recording id → one signed URL.
+
+Holds the machinery a long run needs: the token (or a provider that mints a
+fresh one after a 401), pacing under the rate limit, retries of transient
+failures, a Session per thread, and error messages that carry the server's
+own words but never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+import pandas as pd
+import requests
+
+from .exceptions import AuthError, SiroAPIError
+from .http import (
+    DEFAULT_TIMEOUT,
+    TOKEN_HEADER,
+    ThreadSessions,
+    describe_error,
+    redact,
+    retry_policy,
+)
+from .ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.siro.ai"
+TOKEN_ENV = "SIRO_AUTH_TOKEN"
+API_URL_ENV = "SIRO_API_URL"
+#: An ``expiration`` above this is epoch milliseconds, not seconds (1e11 s is year 5138).
+_MILLISECONDS_THRESHOLD = 1e11
+
+TokenSource = str | Callable[[], str]
+
+
+@dataclass(frozen=True)
+class SignedURL:
+    """A short-lived URL to a recording's audio. Its repr hides the signature.
+
+    Attributes
+    ----------
+    url : str
+        The signed URL itself: a secret until it expires.
+    expiration : pandas.Timestamp or None
+        When it expires (UTC), if the API said.
+    """
+
+    url: str = field(repr=False)
+    expiration: pd.Timestamp | None = None
+
+    def expires_within(self, seconds: float) -> bool:
+        """Whether the URL is expired, or will be in ``seconds``."""
+        if self.expiration is None:
+            return False
+        return self.expiration <= pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=seconds)
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.url)
+        where = f"{parts.scheme}://{parts.netloc}{parts.path}?<redacted>"
+        return f"SignedURL({where}, expiration={self.expiration})"
+
+
+def parse_expiration(value: object) -> pd.Timestamp | None:
+    """Siro's ``expiration`` (no unit documented) as a UTC timestamp.
+
+    Examples
+    --------
+    >>> parse_expiration(1767225600)
+    Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
+    >>> parse_expiration(1767225600000)
+    Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
+    >>> parse_expiration(None) is None
+    True
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    unit = "ms" if value > _MILLISECONDS_THRESHOLD else "s"
+    return pd.Timestamp(value, unit=unit, tz="UTC")
+
+
+class _Token:
+    """The current token, and a way to a fresh one (once per rejection) if a provider was given."""
+
+    def __init__(self, source: TokenSource) -> None:
+        self._provider = source if callable(source) else None
+        self._value = self._ask() if self._provider else source
+        self._lock = threading.Lock()
+        if not self._value:
+            raise ValueError("token is empty")
+
+    def _ask(self) -> str:
+        assert self._provider is not None
+        try:
+            token = self._provider()
+        except Exception as exc:
+            raise AuthError(None, f"token provider failed: {type(exc).__name__}") from None
+        if not isinstance(token, str) or not token:
+            raise AuthError(None, "token provider returned no token")
+        return token
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    def refresh(self, rejected: str) -> str:
+        """A new token after ``rejected`` got a 401; threads share one refresh."""
+        with self._lock:
+            if self._value != rejected:
+                return self._value
+            if self._provider is None:
+                raise AuthError(401, "token rejected; pass a token provider to renew it")
+            fresh = self._ask()
+            if fresh == rejected:
+                raise AuthError(401, "token rejected and the provider returned the same token")
+            self._value = fresh
+            log.info("token renewed after a 401")
+            return fresh
+
+    def __repr__(self) -> str:
+        return "<token redacted>"
+
+
+def resolve_token(token: TokenSource | None) -> TokenSource:
+    """The token given, else ``$SIRO_AUTH_TOKEN``; a clear ``ValueError`` when there is none."""
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if not token:
+        raise ValueError(
+            f"no Siro token: pass token=... (a string or a function returning one) "
+            f"or set the environment variable {TOKEN_ENV}"
+        )
+    return token
+
+
+def resolve_api_url(api_url: str | None) -> str:
+    """The API URL given, else ``$SIRO_API_URL``, else Siro's public API."""
+    url = (api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"api_url must be an http(s) URL, got {url!r}")
+    return url
+
+
+def signed_url_path(recording_id: str) -> str:
+    """The endpoint's path, with the id percent-encoded as one path segment.
+
+    A dot-only id is encoded too, so that no client normalises it away as ``.``/``..``.
+
+    Examples
+    --------
+    >>> signed_url_path("a/b c")
+    '/v1/core/recordings/a%2Fb%20c/signedUrl'
+    >>> signed_url_path("..")
+    '/v1/core/recordings/%2E%2E/signedUrl'
+    """
+    segment = quote(recording_id, safe="")
+    if set(recording_id) <= {"."}:
+        segment = segment.replace(".", "%2E")
+    return f"/v1/core/recordings/{segment}/signedUrl"
+
+
+class SiroClient:
+    """Asks Siro for signed URLs, paced, retried and safe to share between threads.
+
+    Parameters
+    ----------
+    token : str or callable, optional
+        The OAuth access token, or a zero-argument function returning the
+        current one (called again once after a 401: Siro's tokens last 16
+        hours). Default: ``$SIRO_AUTH_TOKEN``.
+    api_url : str, optional
+        Default: ``$SIRO_API_URL``, else ``https://api.siro.ai``.
+    requests_per_minute : int
+        Siro allows 1000 per token per minute; the client paces itself under it.
+    rate_limiter : object with ``acquire()``, optional
+        Replaces the built-in pacing (e.g. one limiter shared by several clients).
+    timeout : (float, float)
+        Connect and read timeouts in seconds.
+
+    Examples
+    --------
+    >>> from siro_data.emulator import Emulator
+    >>> with Emulator() as emu, SiroClient(emu.token, emu.api_url) as client:
+    ...     signed = client.sign(next(iter(emu.recordings)))
+    >>> signed.url.startswith("http")
+    True
+    """
+
+    def __init__(
+        self,
+        token: TokenSource | None = None,
+        api_url: str | None = None,
+        *,
+        requests_per_minute: int = 1000,
+        rate_limiter: RateLimiter | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.api_url = resolve_api_url(api_url)
+        self._token = _Token(resolve_token(token))
+        self.rate_limiter = rate_limiter or RateLimiter(requests_per_minute, 60.0)
+        self.timeout = timeout
+        self._sessions = ThreadSessions(retry_policy())
+
+    def sign(self, recording_id: str) -> SignedURL:
+        """A fresh signed URL for one recording.
+
+        Raises
+        ------
+        AuthError
+            The token was rejected (and a provider, if any, could not renew it).
+        SiroAPIError
+            Any other refusal, with the status and the server's own message.
+        """
+        token = self._token.value
+        response = self._post(recording_id, token)
+        if response.status_code == 401:
+            token = self._token.refresh(token)
+            response = self._post(recording_id, token)
+            if response.status_code == 401:
+                raise AuthError(401, self._message(response, token))
+        return self._parse(response, token)
+
+    def _post(self, recording_id: str, token: str) -> requests.Response:
+        self.rate_limiter.acquire()
+        try:
+            response = self._sessions.get().post(
+                self.api_url + signed_url_path(recording_id),
+                headers={TOKEN_HEADER: token},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            message = f"no answer from the API: {describe_error(exc, token)}"
+            raise SiroAPIError(None, message) from None
+        log.debug("signedUrl %r → %s", recording_id, response.status_code)
+        return response
+
+    def _parse(self, response: requests.Response, token: str) -> SignedURL:
+        status = response.status_code
+        if status != 200:
+            raise SiroAPIError(status, self._message(response, token))
+        try:
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            kind = response.headers.get("Content-Type", "no content type")
+            raise SiroAPIError(200, f"signedUrl answer is not the expected JSON ({kind})") from None
+        if not isinstance(data, dict):
+            raise SiroAPIError(200, "signedUrl answer has no data object")
+        if data.get("error"):
+            message = redact(str(data.get("errorMessage") or "no message"), token)
+            raise SiroAPIError(200, f"signedUrl error: {message}")
+        url = data.get("url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            raise SiroAPIError(200, "signedUrl answer has no usable url")
+        return SignedURL(url, parse_expiration(data.get("expiration")))
+
+    @staticmethod
+    def _message(response: requests.Response, token: str) -> str:
+        """The server's own words: ``error``, or a ZodError's issues, or a text excerpt."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("issues"), list):
+            issues = [
+                f"{'.'.join(map(str, issue.get('path', []))) or 'request'}: {issue.get('message')}"
+                for issue in body["issues"]
+                if isinstance(issue, dict)
+            ]
+            message = f"{body.get('name', 'validation error')}: {'; '.join(issues)}"
+        elif isinstance(body, dict) and body.get("error"):
+            message = str(body["error"])
+        else:
+            message = response.reason or response.text[:200].strip() or "no message"
+        return redact(message, token)
+
+    def close(self) -> None:
+        """Close the connections of every thread."""
+        self._sessions.close()
+
+    def __enter__(self) -> SiroClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SiroClient(api_url={self.api_url!r}, token=<redacted>)"
+
+
+def sign(
+    recording_id: str, token: TokenSource | None = None, api_url: str | None = None
+) -> SignedURL:
+    """One signed URL for one recording, with a client made for the call.
+
+    For many recordings use :class:`SiroClient` (connections are reused) or
+    :func:`siro_data.fetch_all`.
+    """
+    with SiroClient(token, api_url) as client:
+        return client.sign(recording_id)

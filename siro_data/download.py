@@ -1,0 +1,280 @@
+"""Resumable, atomic download of one URL to one file.
+
+Bytes stream into ``<name>.part`` beside the target; an interrupted partial is
+continued with an HTTP ``Range`` request from its size; the file is renamed
+into place only once its size matches what the server announced (and an
+optional check accepts it). A crash at any moment leaves either the partial,
+to be continued, or the complete file: never a half file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .exceptions import DownloadError, ExpiredURLError, NotAudioError
+from .http import DEFAULT_TIMEOUT, describe_error, make_session, redact
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+_XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
+#: Content types of error pages, never of audio.
+_NOT_AUDIO_TYPES = re.compile(r"^text/|^application/(json|xml|xhtml\+xml)$|\+(json|xml)$")
+_BODY_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+@dataclass(frozen=True)
+class Download:
+    """What :func:`download` delivered.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The complete file.
+    size : int
+        Its size in bytes.
+    sha256 : str
+        Hex digest of its content.
+    content_type : str or None
+        As the server announced it.
+    resumed_from : int
+        Bytes already on disk from an earlier, interrupted attempt.
+    """
+
+    path: Path
+    size: int
+    sha256: str
+    content_type: str | None
+    resumed_from: int
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """Where the bytes of ``path`` accumulate until the file is complete.
+
+    Examples
+    --------
+    >>> partial_path("data/rec-1a2b.m4a").as_posix()
+    'data/rec-1a2b.part'
+    """
+    return Path(path).with_suffix(".part")
+
+
+class _Interrupted(Exception):
+    """The body stopped short, or the server's answer calls for another attempt."""
+
+
+class _Partial:
+    """The ``.part`` file and the running digest of what it holds."""
+
+    def __init__(self, path: Path, on_bytes: Callable[[int], None] | None) -> None:
+        self.path = path
+        self.on_bytes = on_bytes
+        self.size = 0
+        self.hasher = hashlib.sha256()
+        if path.exists():
+            with path.open("rb") as existing:
+                while chunk := existing.read(CHUNK_SIZE):
+                    self.hasher.update(chunk)
+                    self.size += len(chunk)
+
+    def restart(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.size = 0
+        self.hasher = hashlib.sha256()
+
+    def append(self, chunks) -> None:
+        with self.path.open("ab") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                self.hasher.update(chunk)
+                self.size += len(chunk)
+                if self.on_bytes:
+                    self.on_bytes(len(chunk))
+
+
+def download(
+    url: str,
+    path: str | os.PathLike[str],
+    *,
+    session: requests.Session | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    max_stalls: int = 5,
+    verify: Callable[[Path], object] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Download:
+    """Download ``url`` to ``path``, continuing a partial left by an earlier attempt.
+
+    Parameters
+    ----------
+    url : str
+        The (signed) URL. It never appears in messages or logs.
+    path : path-like
+        The final file. Its partial is :func:`partial_path` of it.
+    session : requests.Session, optional
+        Reused for its connections; one is made for the call otherwise.
+    timeout : (float, float)
+        Connect and read timeouts: a stalled server costs one attempt.
+    max_stalls : int
+        Attempts in a row that bring no new byte before giving up.
+    verify : callable, optional
+        Called with the complete partial before it is renamed into place;
+        raising rejects the file (the partial is deleted, the error propagates).
+    on_bytes : callable, optional
+        Called with the size of every chunk written (progress, cancellation).
+
+    Returns
+    -------
+    Download
+
+    Raises
+    ------
+    ExpiredURLError
+        The URL expired: sign again and call again, the partial is kept.
+    DownloadError
+        Storage refused or kept failing; the partial is kept for a later run.
+    NotAudioError
+        Storage answered an HTML, JSON or XML page instead of audio.
+
+    Examples
+    --------
+    >>> from siro_data import SiroClient
+    >>> from siro_data.emulator import Emulator
+    >>> import tempfile, pathlib
+    >>> with Emulator() as emu, SiroClient(emu.token, emu.api_url) as client:
+    ...     rec_id = next(iter(emu.recordings))
+    ...     target = pathlib.Path(tempfile.mkdtemp()) / "one.m4a"
+    ...     result = download(client.sign(rec_id).url, target)
+    ...     result.size == len(emu.recordings[rec_id].data)
+    True
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = _Partial(partial_path(path), on_bytes)
+    resumed_from = partial.size
+    own_session = session is None
+    session = session or make_session()
+    try:
+        content_type = _fetch(session, url, partial, timeout, max_stalls)
+    finally:
+        if own_session:
+            session.close()
+    if verify is not None:
+        try:
+            verify(partial.path)
+        except BaseException:
+            partial.path.unlink(missing_ok=True)
+            raise
+    os.replace(partial.path, path)
+    return Download(path, partial.size, partial.hasher.hexdigest(), content_type, resumed_from)
+
+
+def _fetch(
+    session: requests.Session,
+    url: str,
+    partial: _Partial,
+    timeout: tuple[float, float],
+    max_stalls: int,
+) -> str | None:
+    """Request until the partial holds the whole object; its content type."""
+    stalls = 0
+    while True:
+        before = partial.size
+        try:
+            return _attempt(session, url, partial, timeout)
+        except _Interrupted as exc:
+            stalls = 0 if partial.size > before else stalls + 1
+            log.debug("download interrupted at %d bytes: %s", partial.size, exc)
+            if stalls > max_stalls:
+                message = f"gave up after {max_stalls} attempts without progress: {exc}"
+                raise DownloadError(message) from None
+
+
+def _attempt(
+    session: requests.Session, url: str, partial: _Partial, timeout: tuple[float, float]
+) -> str | None:
+    """One request: append what it brings to the partial, or say why not."""
+    offset = partial.size
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.RequestException as exc:
+        raise DownloadError(f"no answer from storage: {describe_error(exc)}") from None
+    with response:
+        status = response.status_code
+        content_type = response.headers.get("Content-Type")
+        if status == 416:
+            total = _content_range(response)[1]
+            if total is not None and offset == total:
+                return content_type
+            if total is not None and offset > total:
+                partial.restart()
+                raise _Interrupted(f"partial of {offset} bytes is longer than the file ({total})")
+            raise DownloadError(f"range from {offset} not satisfiable (size {total})", 416)
+        if status not in (200, 206):
+            message = _storage_message(response)
+            if status in (400, 403) and "expired" in message.lower():
+                raise ExpiredURLError(message, status)
+            raise DownloadError(message, status)
+        if content_type and _NOT_AUDIO_TYPES.search(content_type.split(";")[0].strip().lower()):
+            raise NotAudioError(f"storage answered {status} with {content_type}, not audio")
+        if status == 206:
+            start, total = _content_range(response)
+            if start != offset:
+                partial.restart()
+                raise _Interrupted(f"206 started at byte {start}, not at {offset} as asked")
+        else:
+            if offset:
+                log.debug("storage ignored Range: starting over from byte 0")
+                partial.restart()
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        try:
+            partial.append(response.iter_content(CHUNK_SIZE))
+        except _BODY_ERRORS as exc:
+            raise _Interrupted(describe_error(exc)) from None
+    if total is not None and partial.size < total:
+        raise _Interrupted(f"body ended at {partial.size} of {total} bytes")
+    if total is not None and partial.size > total:
+        partial.restart()
+        raise DownloadError(f"received more bytes than the {total} announced")
+    return content_type
+
+
+def _content_range(response: requests.Response) -> tuple[int | None, int | None]:
+    """``(start, total)`` from ``Content-Range``; ``None`` for what it does not say."""
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if not match:
+        return None, None
+    start, _end, total = match.groups()
+    return (
+        int(start) if start is not None else None,
+        int(total) if total and total != "*" else None,
+    )
+
+
+def _storage_message(response: requests.Response) -> str:
+    """The storage's own ``Code: Message`` (GCS/S3 XML), or a short excerpt of its body."""
+    text = response.raw.read(65536, decode_content=True).decode("utf-8", "replace")
+    fields = dict(_XML_FIELD.findall(text))
+    if fields:
+        message = ": ".join(v.strip() for k, v in sorted(fields.items()) if v.strip())
+        if "ExpiredToken" in fields.get("Code", ""):
+            message += " (expired)"
+    else:
+        message = " ".join(text.split())[:200] or response.reason or "no message"
+    return redact(message)

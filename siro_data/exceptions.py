@@ -1,0 +1,72 @@
+"""Typed errors: each carries what a caller needs to decide, never a secret.
+
+Unlike ``requests`` exceptions, these do not carry the response object: its
+request holds the auth token and, for storage, the signed URL.
+"""
+
+from __future__ import annotations
+
+
+class SiroDataError(Exception):
+    """Base class of every error siro_data raises."""
+
+    #: Short, stable name of the failure, used to group errors in the manifest.
+    kind = "error"
+
+
+class SiroAPIError(SiroDataError):
+    """The Siro API refused to sign a recording (its status and own message).
+
+    Parameters
+    ----------
+    status : int or None
+        HTTP status of the answer (``None`` when no answer came).
+    message : str
+        The server's own message, already free of secrets.
+    """
+
+    def __init__(self, status: int | None, message: str) -> None:
+        self.status = status
+        self.message = message
+        prefix = f"{status}: " if status is not None else ""
+        super().__init__(f"{prefix}{message}")
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return {
+            400: "bad_request",
+            403: "forbidden",
+            404: "not_found",
+            422: "invalid",
+            429: "rate_limited",
+        }.get(self.status or 0, "server_error" if (self.status or 0) >= 500 else "api_error")
+
+
+class AuthError(SiroAPIError):
+    """The token was rejected (401): the whole run stops, since every call would fail."""
+
+    kind = "unauthorized"
+
+
+class DownloadError(SiroDataError):
+    """Storage did not deliver the file (status and message, never the URL)."""
+
+    kind = "download"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        self.message = message
+        prefix = f"download {status}: " if status is not None else "download: "
+        super().__init__(f"{prefix}{message}")
+
+
+class ExpiredURLError(DownloadError):
+    """The signed URL expired: not a failure, the caller signs again and resumes."""
+
+    kind = "expired_url"
+
+
+class NotAudioError(SiroDataError):
+    """What arrived is not audio (an HTML or XML error page, truncated bytes)."""
+
+    kind = "not_audio"
