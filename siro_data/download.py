@@ -52,6 +52,8 @@ class Download:
         As the server announced it.
     resumed_from : int
         Bytes already on disk from an earlier, interrupted attempt.
+    verified : object
+        What ``verify`` returned (for instance the audio's duration), else None.
     """
 
     path: Path
@@ -59,6 +61,7 @@ class Download:
     sha256: str
     content_type: str | None
     resumed_from: int
+    verified: object = None
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:
@@ -132,6 +135,7 @@ def download(
     verify : callable, optional
         Called with the complete partial before it is renamed into place;
         raising rejects the file (the partial is deleted, the error propagates).
+        What it returns is kept as ``Download.verified``.
     on_bytes : callable, optional
         Called with the size of every chunk written (progress, cancellation).
 
@@ -171,14 +175,16 @@ def download(
     finally:
         if own_session:
             session.close()
+    verified = None
     if verify is not None:
         try:
-            verify(partial.path)
-        except BaseException:
+            verified = verify(partial.path)
+        except Exception:
             partial.path.unlink(missing_ok=True)
             raise
     os.replace(partial.path, path)
-    return Download(path, partial.size, partial.hasher.hexdigest(), content_type, resumed_from)
+    digest = partial.hasher.hexdigest()
+    return Download(path, partial.size, digest, content_type, resumed_from, verified)
 
 
 def _fetch(

@@ -1,0 +1,51 @@
+"""siro_data: Siro call-recording audio on disk, with a clean table describing it.
+
+The common case is one call::
+
+    import siro_data
+    manifest = siro_data.fetch_all(df)          # df has a "recording_id" column
+
+The building blocks are public too, each usable alone: :class:`SiroClient`
+(one id → one signed URL), :func:`download` (one URL → one file, resumable),
+:func:`duration` (one audio file → seconds), :func:`read_manifest` and
+:func:`write_manifest`.
+"""
+
+from ._version import __version__
+from .audio import duration
+from .client import SignedURL, SiroClient, sign
+from .core import fetch_all
+from .download import Download, download
+from .exceptions import (
+    AuthError,
+    DownloadError,
+    ExpiredURLError,
+    NotAudioError,
+    SiroAPIError,
+    SiroDataError,
+)
+from .manifest import COLUMNS, read_manifest, write_manifest
+from .naming import file_stem
+from .ratelimit import RateLimiter
+
+__all__ = [
+    "COLUMNS",
+    "AuthError",
+    "Download",
+    "DownloadError",
+    "ExpiredURLError",
+    "NotAudioError",
+    "RateLimiter",
+    "SignedURL",
+    "SiroAPIError",
+    "SiroClient",
+    "SiroDataError",
+    "__version__",
+    "download",
+    "duration",
+    "fetch_all",
+    "file_stem",
+    "read_manifest",
+    "sign",
+    "write_manifest",
+]

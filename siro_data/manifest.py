@@ -1,0 +1,191 @@
+"""The manifest: one row per recording, its schema defined here once.
+
+On disk it is a parquet file plus, while a run is going, an append-only
+journal of JSON lines beside it (``<manifest>.journal``). Each finished row
+costs one short append, however many rows came before; the journal is folded
+into the parquet file at the end of a run and read back after a crash, so a
+killed run loses no finished row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+#: Column → pandas dtype, in order.
+COLUMNS: dict[str, str] = {
+    "recording_id": "string",
+    "path": "string",
+    "expiration": "datetime64[ns, UTC]",
+    "error": "string",
+    "error_kind": "string",
+    "duration": "float64",
+    "size_bytes": "Int64",
+    "sha256": "string",
+    "content_type": "string",
+    "fetched_at": "datetime64[ns, UTC]",
+}
+
+SCHEMA = pa.schema(
+    [
+        (name, pa.timestamp("ns", tz="UTC"))
+        if dtype.startswith("datetime64")
+        else (name, {"string": pa.string(), "float64": pa.float64(), "Int64": pa.int64()}[dtype])
+        for name, dtype in COLUMNS.items()
+    ]
+)
+
+Row = Mapping[str, Any]
+
+
+def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
+    """Rows (dicts or a frame) as a manifest frame: exactly the columns, in order, typed.
+
+    Examples
+    --------
+    >>> to_frame([{"recording_id": "a", "error": "404: Recording not found"}]).dtypes["size_bytes"]
+    Int64Dtype()
+    """
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    typed = {}
+    for name, dtype in COLUMNS.items():
+        column = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
+        if dtype.startswith("datetime64"):
+            typed[name] = pd.to_datetime(column, utc=True, format="ISO8601").astype(dtype)
+        else:
+            typed[name] = column.astype(dtype)
+    return pd.DataFrame(typed, index=pd.RangeIndex(len(frame)))
+
+
+def empty_manifest() -> pd.DataFrame:
+    """A manifest with no rows, with the full schema."""
+    return to_frame([])
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a manifest to parquet atomically: a crash leaves the old file or the new, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(to_frame(manifest), schema=SCHEMA, preserve_index=False)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def journal_path(path: str | os.PathLike[str]) -> Path:
+    """The journal that sits beside a manifest while rows are being added."""
+    path = Path(path)
+    return path.with_name(path.name + ".journal")
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a manifest, with the rows its journal holds from an unfinished run.
+
+    The latest row of each recording wins. A missing file reads as an empty
+    manifest; dtypes are exactly those :func:`siro_data.fetch_all` returns.
+    """
+    path = Path(path)
+    parts = []
+    if path.exists():
+        parts.append(to_frame(pq.read_table(path).to_pandas()))
+    journal = _read_journal(journal_path(path))
+    if journal:
+        parts.append(to_frame(journal))
+    if not parts:
+        return empty_manifest()
+    return latest_rows(pd.concat(parts, ignore_index=True))
+
+
+def latest_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per recording: its latest, in the order recordings first appeared."""
+    first_seen, _ = pd.factorize(manifest["recording_id"], use_na_sentinel=False)
+    latest = pd.Series(range(len(manifest))).groupby(first_seen).last()
+    return to_frame(manifest.iloc[latest.to_numpy()].reset_index(drop=True))
+
+
+class Journal:
+    """Append-only record of finished rows, one JSON line each, flushed as written.
+
+    A line torn by a kill is skipped on reading and fenced off by a newline
+    before the next append.
+    """
+
+    def __init__(self, manifest_path: str | os.PathLike[str]) -> None:
+        self.path = journal_path(manifest_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("ab")
+        if self._file.tell() and not _ends_with_newline(self.path):
+            self._file.write(b"\n")
+
+    def append(self, row: Row) -> None:
+        """Record one finished row."""
+        line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS})
+        self._file.write(line.encode("utf-8") + b"\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def compact(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Fold the journal into the parquet file, then drop the journal; the whole manifest."""
+    manifest = read_manifest(path)
+    write_manifest(manifest, path)
+    journal_path(path).unlink(missing_ok=True)
+    return manifest
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                log.warning("skipping a torn line %d of the manifest journal", number)
+    return rows
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as existing:
+        existing.seek(-1, os.SEEK_END)
+        return existing.read(1) == b"\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
