@@ -19,7 +19,7 @@ import pandas as pd
 import requests
 
 from .exceptions import AuthError, SiroAPIError
-from .http import (
+from .sessions import (
     DEFAULT_TIMEOUT,
     TOKEN_HEADER,
     ThreadSessions,

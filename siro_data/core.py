@@ -25,7 +25,7 @@ from . import audio
 from .client import SignedURL, SiroClient, TokenSource
 from .download import download, partial_path
 from .exceptions import AuthError, DownloadError, ExpiredURLError, SiroDataError
-from .http import DEFAULT_TIMEOUT, ThreadSessions, retry_policy
+from .sessions import DEFAULT_TIMEOUT, ThreadSessions, retry_policy
 from .manifest import Journal, compact, read_manifest, to_frame
 from .naming import file_stem, url_extension
 
@@ -112,7 +112,7 @@ def fetch_all(
     ...     manifest = fetch_all(list(emu.recordings)[:3], out_dir=folder / "audio",
     ...                          manifest_path=folder / "manifest.parquet",
     ...                          token=emu.token, api_url=emu.api_url, progress=False)
-    >>> manifest["error"].isna().all()
+    >>> print(manifest["error"].isna().all())
     True
     """
     keys = normalize_ids(ids, id_column)

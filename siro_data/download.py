@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from .exceptions import DownloadError, ExpiredURLError, NotAudioError
-from .http import DEFAULT_TIMEOUT, describe_error, make_session, redact
+from .sessions import DEFAULT_TIMEOUT, describe_error, make_session, redact
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,15 @@ class SiroAPIError(SiroDataError):
 
     @property
     def kind(self) -> str:  # type: ignore[override]
+        if self.status is None:
+            return "connection"
         return {
             400: "bad_request",
             403: "forbidden",
             404: "not_found",
             422: "invalid",
             429: "rate_limited",
-        }.get(self.status or 0, "server_error" if (self.status or 0) >= 500 else "api_error")
+        }.get(self.status, "server_error" if self.status >= 500 else "api_error")
 
 
 class AuthError(SiroAPIError):

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from ._version import __version__
@@ -27,6 +28,9 @@ DEFAULT_TIMEOUT = (10.0, 60.0)
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
+_POOL_PREFIX = re.compile(r"^\w+\([^)]*\):\s*")
+#: Secrets shorter than this are not real tokens; replacing them would garble messages.
+_MIN_SECRET_LENGTH = 8
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -36,19 +40,29 @@ def redact(text: str, *secrets: str | None) -> str:
     --------
     >>> redact("GET https://s.example/a.m4a?X-Goog-Signature=abc failed")
     'GET https://s.example/a.m4a?<redacted> failed'
-    >>> redact("bad token tok123", "tok123")
+    >>> redact("bad token tok12345", "tok12345")
     'bad token <redacted>'
     """
     text = _QUERY.sub("?<redacted>", text)
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= _MIN_SECRET_LENGTH:
             text = text.replace(secret, "<redacted>")
     return text
 
 
 def describe_error(exc: BaseException, *secrets: str | None) -> str:
-    """A network exception as text with no URL query or secret in it."""
-    return redact(f"{type(exc).__name__}: {exc}", *secrets)
+    """A network exception as short text, its root cause first, with no URL query or secret.
+
+    Examples
+    --------
+    >>> import requests
+    >>> describe_error(requests.ConnectionError("Connection refused"))
+    'ConnectionError: Connection refused'
+    """
+    root = exc.args[0] if exc.args and isinstance(exc.args[0], MaxRetryError) else exc
+    cause = getattr(root, "reason", None) or root
+    text = _POOL_PREFIX.sub("", str(cause))
+    return redact(f"{type(exc).__name__}: {text}", *secrets)
 
 
 def retry_policy(attempts: int = 5, backoff: float = 0.5, retry_after_max: float = 300) -> Retry:

@@ -1,0 +1,134 @@
+"""The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all`, nothing more.
+
+Exit status: 0 when every row is ok, 1 when some rows failed, 2 on a usage or
+authentication error (130 when interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ._version import __version__
+from .client import TOKEN_ENV
+from .core import fetch_all
+from .exceptions import AuthError
+from .manifest import summarize
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def read_ids(path: Path, id_column: str) -> pd.DataFrame:
+    """The id table from a CSV or parquet file; CSV ids are read as text (leading zeros kept)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype={id_column: str})
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    raise ValueError(f"{path}: expected a .csv or .parquet file of recording ids")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:  # its retry notices would drown the summary; failures still show
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    if args.command == "emulator":
+        from .emulator.__main__ import main as emulator_main
+
+        return emulator_main(args.emulator_args)
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        ids = read_ids(args.ids, args.id_column)
+        return _fetch(ids, args, token=None, api_url=args.api_url)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"siro-data: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AuthError as exc:
+        print(f"siro-data: authentication failed, run stopped: {exc}", file=sys.stderr)
+        print(f"the manifest keeps every row finished before: {args.manifest}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("siro-data: interrupted; run again to continue", file=sys.stderr)
+        return 130
+
+
+def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: str | None) -> int:
+    manifest = fetch_all(
+        ids,
+        id_column=args.id_column,
+        out_dir=args.out_dir,
+        manifest_path=args.manifest,
+        token=token,
+        api_url=api_url,
+        workers=args.workers,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(summarize(manifest))
+    print(f"manifest: {Path(args.manifest).absolute()}")
+    return EXIT_SOME_FAILED if manifest["error"].notna().any() else EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Start the emulator and run the whole job on its sample recordings: no token, no network."""
+    from .emulator import Emulator
+
+    with Emulator() as emulator:
+        print(f"emulator at {emulator.api_url} with {len(emulator.recordings)} sample recordings")
+        ids = pd.DataFrame({args.id_column: list(emulator.recordings)})
+        return _fetch(ids, args, token=emulator.token, api_url=emulator.api_url)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siro-data",
+        description="Fetch Siro call-recording audio to disk, with a parquet manifest.",
+    )
+    parser.add_argument("--version", action="version", version=f"siro-data {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--id-column", default="recording_id", help="column holding the ids")
+    common.add_argument("--out-dir", default="data/recordings", help="where audio files go")
+    common.add_argument("--manifest", default="data/manifest.parquet", help="manifest path")
+    common.add_argument("--workers", type=int, default=8, help="recordings in flight at once")
+    common.add_argument("--overwrite", action="store_true", help="fetch complete rows again")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+    fetch = commands.add_parser(
+        "fetch",
+        parents=[common],
+        help="fetch the recordings listed in a CSV or parquet file",
+        description=f"Fetch recordings; the token comes from ${TOKEN_ENV}.",
+    )
+    fetch.add_argument("ids", type=Path, help="IDS.csv or IDS.parquet")
+    fetch.add_argument("--api-url", default=None, help="default: $SIRO_API_URL or Siro's API")
+
+    commands.add_parser(
+        "demo",
+        parents=[common],
+        help="run the whole job against the built-in emulator (no token, no network)",
+    )
+    emulator = commands.add_parser(
+        "emulator", help="serve the local Siro emulator (see: siro-data emulator -- --help)"
+    )
+    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
+    emulator.set_defaults(verbose=False)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
