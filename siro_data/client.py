@@ -19,6 +19,7 @@ import pandas as pd
 import requests
 
 from .exceptions import AuthError, SiroAPIError
+from .ratelimit import RateLimiter
 from .sessions import (
     DEFAULT_TIMEOUT,
     TOKEN_HEADER,
@@ -27,7 +28,6 @@ from .sessions import (
     redact,
     retry_policy,
 )
-from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from . import audio
 from .client import SignedURL, SiroClient, TokenSource
 from .download import download, partial_path
 from .exceptions import AuthError, DownloadError, ExpiredURLError, SiroDataError
-from .sessions import DEFAULT_TIMEOUT, ThreadSessions, retry_policy
 from .manifest import Journal, compact, read_manifest, to_frame
 from .naming import file_stem, url_extension
+from .sessions import DEFAULT_TIMEOUT, ThreadSessions, retry_policy
 
 log = logging.getLogger(__name__)
 
