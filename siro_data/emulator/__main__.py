@@ -1,0 +1,73 @@
+"""``python -m siro_data.emulator``: serve a Siro emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Sequence
+
+from .samples import sample_recordings
+from .server import Emulator, Faults
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, start an emulator, print where it is and serve until interrupted.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments without the program name; ``sys.argv[1:]`` by default.
+
+    Returns
+    -------
+    int
+        Exit status (0).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m siro_data.emulator",
+        description="Serve a local Siro API (signed URLs) and storage with sample recordings.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    parser.add_argument(
+        "--storage-port", type=int, default=0, help="storage port (default: a free one)"
+    )
+    parser.add_argument("--token", default="test-token", help="accepted x-siro-auth-token")
+    parser.add_argument("--recordings", type=int, default=12, help="number of sample recordings")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to API answers")
+    parser.add_argument(
+        "--rate-limit", type=int, default=None, help="API requests per token per minute"
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+
+    faults = Faults(api_latency=args.latency, rate_limit=args.rate_limit)
+    emulator = Emulator(
+        recordings=sample_recordings(n=args.recordings),
+        token=args.token,
+        faults=faults,
+        api_port=args.port,
+        storage_port=args.storage_port,
+    )
+    with emulator:
+        print(f"API:     {emulator.api_url}", flush=True)
+        print(f"storage: {emulator.storage_url}", flush=True)
+        print(f"token:   {emulator.token}", flush=True)
+        print("recordings:", flush=True)
+        for recording in emulator.recordings.values():
+            print(
+                f"  {recording.id}  {recording.extension:4}  {recording.duration:7.3f} s"
+                f"  {recording.size:>9,d} B",
+                flush=True,
+            )
+        print("Serving; Ctrl-C to stop.", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
