@@ -86,12 +86,18 @@ def parse_expiration(value: object) -> pd.Timestamp | None:
 
 
 class _Token:
-    """The current token, and a way to a fresh one (once per rejection) if a provider was given."""
+    """The current token, and one renewal per rejection when a provider was given.
+
+    A renewed token that is rejected before any success means the provider
+    cannot help: from then on every refresh fails at once, without asking it.
+    """
 
     def __init__(self, source: TokenSource) -> None:
         self._provider = source if callable(source) else None
         self._value = self._ask() if self._provider else source
         self._lock = threading.Lock()
+        self._renewed_unproven = False
+        self._hopeless = False
         if not self._value:
             raise ValueError("token is empty")
 
@@ -109,19 +115,32 @@ class _Token:
     def value(self) -> str:
         return self._value
 
+    def accepted(self, token: str) -> None:
+        """The API took ``token``: a later rejection of it may be renewed again."""
+        if token == self._value:
+            self._renewed_unproven = False
+
+    def give_up(self) -> None:
+        """A renewed token was rejected: no more renewals, every refresh fails at once."""
+        self._hopeless = True
+
     def refresh(self, rejected: str) -> str:
-        """A new token after ``rejected`` got a 401; threads share one refresh."""
+        """A new token after ``rejected`` got a 401; threads share one renewal."""
         with self._lock:
+            if self._hopeless:
+                raise AuthError(401, "token rejected")
             if self._value != rejected:
                 return self._value
             if self._provider is None:
+                self._hopeless = True
                 raise AuthError(401, "token rejected; pass a token provider to renew it")
-            fresh = self._ask()
-            if fresh == rejected:
-                raise AuthError(401, "token rejected and the provider returned the same token")
-            self._value = fresh
+            if self._renewed_unproven:
+                self._hopeless = True
+                raise AuthError(401, "the renewed token was rejected too")
+            self._value = self._ask()
+            self._renewed_unproven = True
             log.info("token renewed after a 401")
-            return fresh
+            return self._value
 
     def __repr__(self) -> str:
         return "<token redacted>"
@@ -220,10 +239,13 @@ class SiroClient:
         token = self._token.value
         response = self._post(recording_id, token)
         if response.status_code == 401:
-            token = self._token.refresh(token)
+            token = self._token.refresh(token)  # raises when it cannot be renewed
             response = self._post(recording_id, token)
             if response.status_code == 401:
-                raise AuthError(401, self._message(response, token))
+                self._token.give_up()
+                message = self._message(response, token)
+                raise AuthError(401, f"the renewed token was rejected too: {message}")
+        self._token.accepted(token)
         return self._parse(response, token)
 
     def _post(self, recording_id: str, token: str) -> requests.Response:

@@ -344,10 +344,14 @@ class _Run:
                 }
             raise DownloadError(f"signed URL expired {MAX_SIGNINGS} times before completion")
         except AuthError:
+            self.stop.set()  # before this thread takes the next id
             raise
         except SiroDataError as exc:
             log.info("%r failed: %s", recording_id, exc)
             return _error_row(recording_id, str(exc), exc.kind, signed)
+        except BaseException:
+            self.stop.set()
+            raise
 
     @staticmethod
     def _prepare(target: Path, discard: bool) -> None:

@@ -13,11 +13,12 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 from .exceptions import DownloadError, ExpiredURLError, NotAudioError
 from .sessions import DEFAULT_TIMEOUT, describe_error, make_session, redact
@@ -29,11 +30,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 #: Content types of error pages, never of audio.
 _NOT_AUDIO_TYPES = re.compile(r"^text/|^application/(json|xml|xhtml\+xml)$|\+(json|xml)$")
-_BODY_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
+
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ class _Partial:
         self.size = 0
         self.hasher = hashlib.sha256()
 
-    def append(self, chunks) -> None:
+    def append(self, chunks: Iterable[bytes]) -> None:
         with self.path.open("ab") as out:
             for chunk in chunks:
                 out.write(chunk)
@@ -249,16 +246,25 @@ def _attempt(
                 partial.restart()
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-        try:
-            partial.append(response.iter_content(CHUNK_SIZE))
-        except _BODY_ERRORS as exc:
-            raise _Interrupted(describe_error(exc)) from None
+        partial.append(_body(response))
     if total is not None and partial.size < total:
         raise _Interrupted(f"body ended at {partial.size} of {total} bytes")
     if total is not None and partial.size > total:
         partial.restart()
         raise DownloadError(f"received more bytes than the {total} announced")
     return content_type
+
+
+def _body(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: ``read1`` hands over every byte received before a cut."""
+    while True:
+        try:
+            chunk = response.raw.read1(CHUNK_SIZE, decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _Interrupted(describe_error(exc)) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 def _content_range(response: requests.Response) -> tuple[int | None, int | None]:
