@@ -32,7 +32,7 @@ def file_stem(recording_id: str) -> str:
     >>> file_stem("../../etc/passwd").startswith("etc_passwd-")
     True
     """
-    prefix = _UNSAFE.sub("_", recording_id).strip("_")[:PREFIX_LENGTH] or "id"
+    prefix = _UNSAFE.sub("_", recording_id).strip("_-")[:PREFIX_LENGTH] or "id"
     digest = hashlib.sha256(recording_id.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{prefix}-{digest[:HASH_LENGTH]}"
 

@@ -1,0 +1,111 @@
+"""The manifest: one schema, atomic parquet, an append-only journal that survives kills."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from siro_data.manifest import (
+    COLUMNS,
+    Journal,
+    compact,
+    empty_manifest,
+    journal_path,
+    read_manifest,
+    summarize,
+    to_frame,
+    write_manifest,
+)
+
+NOW = pd.Timestamp("2026-11-28 12:00", tz="UTC")
+
+
+def ok_row(recording_id: str, **extra) -> dict:
+    return {
+        "recording_id": recording_id,
+        "path": f"/data/{recording_id}.m4a",
+        "expiration": NOW,
+        "duration": 12.5,
+        "size_bytes": 1000,
+        "sha256": "ab" * 32,
+        "content_type": "audio/mp4",
+        "fetched_at": NOW,
+        **extra,
+    }
+
+
+def test_schema_survives_parquet_round_trip_also_when_empty(tmp_path):
+    path = tmp_path / "m.parquet"
+    for frame in (empty_manifest(), to_frame([ok_row("a"), {"recording_id": "b", "error": "x"}])):
+        write_manifest(frame, path)
+        back = read_manifest(path)
+        assert back.dtypes.astype(str).to_dict() == COLUMNS
+        pd.testing.assert_frame_equal(back, frame)
+        assert pd.read_parquet(path).dtypes.astype(str).to_dict() == COLUMNS
+
+
+def test_journal_rows_are_read_back_latest_wins_in_first_seen_order(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_manifest(to_frame([ok_row("a"), {"recording_id": "b", "error": "503: busy"}]), path)
+    with Journal(path) as journal:
+        journal.append(ok_row("c"))
+        journal.append(ok_row("b"))
+    manifest = read_manifest(path)
+    assert list(manifest["recording_id"]) == ["a", "b", "c"]
+    assert manifest["error"].isna().all()
+    assert manifest.loc[2, "expiration"] == NOW
+
+
+def test_a_torn_last_line_is_skipped_and_fenced_off(tmp_path, caplog):
+    path = tmp_path / "m.parquet"
+    with Journal(path) as journal:
+        journal.append(ok_row("a"))
+    with journal_path(path).open("ab") as raw:
+        raw.write(b'{"recording_id": "b", "pa')  # killed mid-write
+    with Journal(path) as journal:
+        journal.append(ok_row("c"))
+    assert list(read_manifest(path)["recording_id"]) == ["a", "c"]
+    assert "torn line" in caplog.text
+
+
+def test_compact_folds_the_journal_into_parquet(tmp_path):
+    path = tmp_path / "m.parquet"
+    with Journal(path) as journal:
+        journal.append(ok_row("a"))
+    manifest = compact(path)
+    assert not journal_path(path).exists()
+    pd.testing.assert_frame_equal(manifest, read_manifest(path))
+    assert len(manifest) == 1
+
+
+def test_write_is_atomic_no_temporary_left(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_manifest(to_frame([ok_row("a")]), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet"]
+
+
+def test_append_cost_does_not_grow_with_rows(tmp_path):
+    """Each row is one short line: the journal grows linearly, never rewritten."""
+    path = tmp_path / "m.parquet"
+    sizes = []
+    with Journal(path) as journal:
+        for i in range(2000):
+            journal.append(ok_row(f"id{i:05d}"))
+            if i in (999, 1999):
+                sizes.append(journal_path(path).stat().st_size)
+    assert sizes[1] == pytest.approx(2 * sizes[0], rel=0.01)
+
+
+def test_summarize_counts_errors_by_kind_and_hours():
+    manifest = to_frame(
+        [
+            ok_row("a", duration=1800.0),
+            ok_row("b", duration=1800.0),
+            {"recording_id": "c", "error": "404: Recording not found", "error_kind": "not_found"},
+        ]
+    )
+    assert summarize(manifest) == (
+        "3 recordings: 2 ok, 1 failed\n"
+        "  not_found: 1 (e.g. 'c': 404: Recording not found)\n"
+        "audio: 1.00 hours in 2.0 KiB"
+    )
