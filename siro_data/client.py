@@ -115,6 +115,11 @@ class _Token:
     def value(self) -> str:
         return self._value
 
+    @property
+    def hopeless(self) -> bool:
+        """A 401 that no renewal can cure was seen: send nothing more."""
+        return self._hopeless
+
     def accepted(self, token: str) -> None:
         """The API took ``token``: a later rejection of it may be renewed again."""
         if token == self._value:
@@ -250,6 +255,8 @@ class SiroClient:
 
     def _post(self, recording_id: str, token: str) -> requests.Response:
         self.rate_limiter.acquire()
+        if self._token.hopeless:  # rejected while this thread waited for its slot
+            raise AuthError(401, "token rejected")
         try:
             response = self._sessions.get().post(
                 self.api_url + signed_url_path(recording_id),
