@@ -7,6 +7,7 @@ Siro's audio, while staying small, fast to build and identical from run to run.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import io
@@ -81,6 +82,11 @@ class Recording:
     def sha256(self) -> str:
         """Hex SHA-256 of `data` (the storage's ETag is a prefix of it)."""
         return hashlib.sha256(self.data).hexdigest()
+
+    @functools.cached_property
+    def md5_base64(self) -> str:
+        """Base64 MD5 of `data`, as GCS reports it in ``x-goog-hash: md5=...``."""
+        return base64.b64encode(hashlib.md5(self.data).digest()).decode()
 
     @property
     def size(self) -> int:

@@ -71,6 +71,7 @@ _HTML_PAGE = (
     "</body></html>"
 )
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+_QUERY = re.compile(r"\?[^\s\"]*")
 
 
 @dataclass
@@ -243,7 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.emulator
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s - %s", self.server.kind, self.address_string(), format % args)
+        # Query strings carry signatures: logs of a test run must not hold usable URLs.
+        message = _QUERY.sub("?<redacted>", format % args)
+        logger.debug("%s %s - %s", self.server.kind, self.address_string(), message)
 
     def _headers(self) -> dict[str, str]:
         return {name.lower(): value for name, value in self.headers.items()}
@@ -479,6 +482,10 @@ class _StorageHandler(_Handler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", f'"{recording.sha256[:32]}"')
         self.send_header("Last-Modified", emu.last_modified)
+        # What GCS adds about the whole object, whatever the range: a client can check
+        # the size and bytes it assembled against them.
+        self.send_header("x-goog-stored-content-length", str(total))
+        self.send_header("x-goog-hash", f"md5={recording.md5_base64}")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
         if delta:
@@ -747,7 +754,10 @@ def _parse_api_path(raw_path: str) -> str | None:
 
 
 def _object_path(rec_id: str, extension: str) -> str:
-    return f"/{BUCKET}/{quote(rec_id, safe='')}/{OBJECT_NAME}.{extension}"
+    segment = quote(rec_id, safe="")
+    if segment in (".", ".."):  # a literal dot segment would be removed by URL normalisation
+        segment = segment.replace(".", "%2E")
+    return f"/{BUCKET}/{segment}/{OBJECT_NAME}.{extension}"
 
 
 def _parse_object_path(raw_path: str) -> tuple[str, str] | None:
