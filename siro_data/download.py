@@ -2,18 +2,21 @@
 
 Bytes stream into ``<name>.part`` beside the target; an interrupted partial is
 continued with an HTTP ``Range`` request from its size; the file is renamed
-into place only once its size matches what the server announced (and an
-optional check accepts it). A crash at any moment leaves either the partial,
+into place only once its size matches what the server announced (GCS's
+``x-goog-stored-content-length`` where given, else ``Content-Range`` or
+``Content-Length``), its MD5 matches GCS's ``x-goog-hash`` where given, and an
+optional check accepts it. A crash at any moment leaves either the partial,
 to be continued, or the complete file: never a half file under the final name.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +30,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+_GOOG_MD5 = re.compile(r"md5=([A-Za-z0-9+/=]+)")
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
 #: Content types of error pages, never of audio.
 _NOT_AUDIO_TYPES = re.compile(r"^text/|^application/(json|xml|xhtml\+xml)$|\+(json|xml)$")
-
 
 
 @dataclass(frozen=True)
@@ -77,32 +80,56 @@ class _Interrupted(Exception):
 
 
 class _Partial:
-    """The ``.part`` file and the running digest of what it holds."""
+    """The ``.part`` file and running digests of what it holds (SHA-256 ours, MD5 as GCS's)."""
 
     def __init__(self, path: Path, on_bytes: Callable[[int], None] | None) -> None:
         self.path = path
         self.on_bytes = on_bytes
         self.size = 0
-        self.hasher = hashlib.sha256()
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
         if path.exists():
             with path.open("rb") as existing:
                 while chunk := existing.read(CHUNK_SIZE):
-                    self.hasher.update(chunk)
-                    self.size += len(chunk)
+                    self._digest(chunk)
+
+    def _digest(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.md5.update(chunk)
+        self.size += len(chunk)
 
     def restart(self) -> None:
         self.path.unlink(missing_ok=True)
         self.size = 0
-        self.hasher = hashlib.sha256()
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
 
     def append(self, chunks: Iterable[bytes]) -> None:
         with self.path.open("ab") as out:
             for chunk in chunks:
                 out.write(chunk)
-                self.hasher.update(chunk)
-                self.size += len(chunk)
+                self._digest(chunk)
                 if self.on_bytes:
                     self.on_bytes(len(chunk))
+
+
+@dataclass(frozen=True)
+class _Described:
+    """What the storage said of the whole object: its type and, where given, its size and MD5."""
+
+    content_type: str | None
+    size: int | None = None
+    md5: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], total: int | None) -> _Described:
+        stored = headers.get("x-goog-stored-content-length", "")
+        md5 = _GOOG_MD5.search(headers.get("x-goog-hash", ""))
+        return cls(
+            headers.get("Content-Type"),
+            int(stored) if stored.isdigit() else total,
+            md5.group(1) if md5 else None,
+        )
 
 
 def download(
@@ -168,10 +195,13 @@ def download(
     own_session = session is None
     session = session or make_session()
     try:
-        content_type = _fetch(session, url, partial, timeout, max_stalls)
+        described = _fetch(session, url, partial, timeout, max_stalls)
     finally:
         if own_session:
             session.close()
+    if described.md5 and described.md5 != base64.b64encode(partial.md5.digest()).decode():
+        partial.restart()
+        raise DownloadError("content does not match the MD5 the storage announced")
     verified = None
     if verify is not None:
         try:
@@ -180,8 +210,8 @@ def download(
             partial.path.unlink(missing_ok=True)
             raise
     os.replace(partial.path, path)
-    digest = partial.hasher.hexdigest()
-    return Download(path, partial.size, digest, content_type, resumed_from, verified)
+    digest = partial.sha256.hexdigest()
+    return Download(path, partial.size, digest, described.content_type, resumed_from, verified)
 
 
 def _fetch(
@@ -190,8 +220,8 @@ def _fetch(
     partial: _Partial,
     timeout: tuple[float, float],
     max_stalls: int,
-) -> str | None:
-    """Request until the partial holds the whole object; its content type."""
+) -> _Described:
+    """Request until the partial holds the whole object; what the storage said of it."""
     stalls = 0
     while True:
         before = partial.size
@@ -207,7 +237,7 @@ def _fetch(
 
 def _attempt(
     session: requests.Session, url: str, partial: _Partial, timeout: tuple[float, float]
-) -> str | None:
+) -> _Described:
     """One request: append what it brings to the partial, or say why not."""
     offset = partial.size
     headers = {"Accept-Encoding": "identity"}
@@ -219,11 +249,10 @@ def _attempt(
         raise DownloadError(f"no answer from storage: {describe_error(exc)}") from None
     with response:
         status = response.status_code
-        content_type = response.headers.get("Content-Type")
         if status == 416:
             total = _content_range(response)[1]
             if total is not None and offset == total:
-                return content_type
+                return _Described(content_type=None, size=total)  # its type is the error's
             if total is not None and offset > total:
                 partial.restart()
                 raise _Interrupted(f"partial of {offset} bytes is longer than the file ({total})")
@@ -233,7 +262,8 @@ def _attempt(
             if status in (400, 403) and "expired" in message.lower():
                 raise ExpiredURLError(message, status)
             raise DownloadError(message, status)
-        if content_type and _NOT_AUDIO_TYPES.search(content_type.split(";")[0].strip().lower()):
+        content_type = response.headers.get("Content-Type", "")
+        if _NOT_AUDIO_TYPES.search(content_type.split(";")[0].strip().lower()):
             raise NotAudioError(f"storage answered {status} with {content_type}, not audio")
         if status == 206:
             start, total = _content_range(response)
@@ -244,15 +274,16 @@ def _attempt(
             if offset:
                 log.debug("storage ignored Range: starting over from byte 0")
                 partial.restart()
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+            length = response.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+        described = _Described.from_headers(response.headers, total)
         partial.append(_body(response))
-    if total is not None and partial.size < total:
-        raise _Interrupted(f"body ended at {partial.size} of {total} bytes")
-    if total is not None and partial.size > total:
+    if described.size is not None and partial.size < described.size:
+        raise _Interrupted(f"body ended at {partial.size} of {described.size} bytes")
+    if described.size is not None and partial.size > described.size:
         partial.restart()
-        raise DownloadError(f"received more bytes than the {total} announced")
-    return content_type
+        raise DownloadError(f"received more bytes than the {described.size} announced")
+    return described
 
 
 def _body(response: requests.Response) -> Iterator[bytes]:
