@@ -240,9 +240,9 @@ def _attempt(
 ) -> _Described:
     """One request: append what it brings to the partial, or say why not."""
     offset = partial.size
-    headers = {"Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
+    # A range even from 0: the 206's Content-Range then states the object's true size,
+    # which a wrong Content-Length cannot hide.
+    headers = {"Accept-Encoding": "identity", "Range": f"bytes={offset}-"}
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
     except requests.RequestException as exc:

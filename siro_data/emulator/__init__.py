@@ -2,9 +2,16 @@
 
 Used by the tests, the demo and the benchmarks; the library itself never imports it.
 
+>>> import requests
 >>> from siro_data.emulator import Emulator, sample_recordings
->>> with Emulator(recordings=sample_recordings(n=3), token="t") as emu:  # doctest: +SKIP
-...     emu.faults.transient["some-id"] = [503]
+>>> with Emulator(recordings=sample_recordings(n=3), token="t") as emu:
+...     rec_id = next(iter(emu.recordings))
+...     emu.faults.transient[rec_id] = [503]
+...     url = f"{emu.api_url}/v1/core/recordings/{rec_id}/signedUrl"
+...     first = requests.post(url, headers={"x-siro-auth-token": "t"})
+...     second = requests.post(url, headers={"x-siro-auth-token": "t"})
+>>> first.status_code, second.status_code, second.json()["data"]["error"]
+(503, 200, False)
 """
 
 from .samples import (

@@ -553,9 +553,12 @@ class Emulator:
 
     Examples
     --------
-    >>> with Emulator(token="t") as emu:  # doctest: +SKIP
-    ...     requests.post(f"{emu.api_url}/v1/core/recordings/{id}/signedUrl",
-    ...                   headers={"x-siro-auth-token": "t"})
+    >>> import requests
+    >>> with Emulator(token="t") as emu:
+    ...     answer = requests.post(f"{emu.api_url}/v1/core/recordings/unknown/signedUrl",
+    ...                            headers={"x-siro-auth-token": "t"})
+    >>> answer.status_code, answer.json()
+    (404, {'error': 'Recording not found'})
     """
 
     def __init__(
