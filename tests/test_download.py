@@ -222,7 +222,10 @@ def test_partial_longer_than_the_file_restarts(
     partial_path(target).write_bytes(wav.data + b"garbage" * 100)
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
-    assert [h.get("range") for h in emu.stats.storage_headers] == [f"bytes={wav.size + 700}-", "bytes=0-"]
+    assert [h.get("range") for h in emu.stats.storage_headers] == [
+        f"bytes={wav.size + 700}-",
+        "bytes=0-",
+    ]
     assert emu.stats.bytes_served[wav.id] == wav.size
 
 
