@@ -127,7 +127,7 @@ def fetch_all(
     if not overwrite:
         rows.update(_complete_rows(read_manifest(manifest_path), out_dir, set(keys)))
     todo = [key for key in keys if key not in rows and _invalid_reason(key) is None]
-    own_client = todo and client is None
+    own_client = bool(todo) and client is None
     if own_client:
         client = SiroClient(
             token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
@@ -156,10 +156,11 @@ def fetch_all(
             client.close()
         saved = compact(manifest_path)
         log.info("manifest saved to %s (%d rows)", manifest_path, len(saved))
-    failed = sum(1 for key in keys if rows[key].get("error") is not None)
+    manifest = to_frame([rows[key] for key in keys])
+    failed = int(manifest["error"].notna().sum())
     if failed:
         log.warning("%d of %d recordings failed: see the error column", failed, len(keys))
-    return to_frame([rows[key] for key in keys])
+    return manifest
 
 
 def normalize_ids(ids: IdsLike, id_column: str = "recording_id") -> list[str | None]:

@@ -151,10 +151,16 @@ class Journal:
 
 
 def compact(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Fold the journal into the parquet file, then drop the journal; the whole manifest."""
+    """Fold the journal into the parquet file, then drop the journal; the whole manifest.
+
+    With nothing journaled and the file in place, the file is left as it is.
+    """
+    journal = journal_path(path)
+    unchanged = Path(path).exists() and (not journal.exists() or journal.stat().st_size == 0)
     manifest = read_manifest(path)
-    write_manifest(manifest, path)
-    journal_path(path).unlink(missing_ok=True)
+    if not unchanged:
+        write_manifest(manifest, path)
+    journal.unlink(missing_ok=True)
     return manifest
 
 

@@ -60,12 +60,13 @@ def test_fetches_every_recording_byte_identical_with_durations(emulator, out_dir
     assert not journal_path(manifest_path).exists()
 
 
-def test_rerun_makes_no_request(emulator, out_dir, manifest_path):
+def test_rerun_makes_no_request(emulator, out_dir, manifest_path, caplog):
     """A second run over complete rows neither signs nor downloads anything."""
     ids = list(emulator.recordings)
     first = run(emulator, ids, out_dir, manifest_path)
     emulator.stats.reset()
     second = run(emulator, ids, out_dir, manifest_path)
+    assert "failed" not in caplog.text
     assert emulator.stats.api_requests == 0
     assert sum(emulator.stats.storage_requests.values()) == 0
     pd.testing.assert_frame_equal(first, second)

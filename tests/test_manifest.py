@@ -109,3 +109,13 @@ def test_summarize_counts_errors_by_kind_and_hours():
         "  not_found: 1 (e.g. 'c': 404: Recording not found)\n"
         "audio: 1.00 hours in 2.0 KiB"
     )
+
+
+def test_compact_with_nothing_journaled_leaves_the_file_alone(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_manifest(to_frame([ok_row("a")]), path)
+    before = path.stat().st_mtime_ns
+    Journal(path).close()  # opened by a run that finished nothing new
+    assert len(compact(path)) == 1
+    assert path.stat().st_mtime_ns == before
+    assert not journal_path(path).exists()
