@@ -73,6 +73,7 @@ def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: st
         token=token,
         api_url=api_url,
         workers=args.workers,
+        requests_per_minute=args.requests_per_minute,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -104,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--out-dir", default="data/recordings", help="where audio files go")
     common.add_argument("--manifest", default="data/manifest.parquet", help="manifest path")
     common.add_argument("--workers", type=int, default=8, help="recordings in flight at once")
+    common.add_argument(
+        "--requests-per-minute",
+        type=int,
+        default=1000,
+        help="API pace; Siro allows 1000 per token per minute (lower it to share a token)",
+    )
     common.add_argument("--overwrite", action="store_true", help="fetch complete rows again")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logging")

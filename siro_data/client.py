@@ -76,9 +76,22 @@ def parse_expiration(value: object) -> pd.Timestamp | None:
     Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
     >>> parse_expiration(1767225600000)
     Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
+    >>> parse_expiration("2026-01-01T00:00:00Z")
+    Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
     >>> parse_expiration(None) is None
     True
     """
+    if isinstance(value, str):  # the spec says number; a string is read too, not lost
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                stamp = pd.Timestamp(value)
+            except ValueError:
+                return None
+            if pd.isna(stamp):
+                return None
+            return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return None
     unit = "ms" if value > _MILLISECONDS_THRESHOLD else "s"

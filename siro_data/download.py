@@ -265,8 +265,10 @@ def _attempt(
         content_type = response.headers.get("Content-Type", "")
         if _NOT_AUDIO_TYPES.search(content_type.split(";")[0].strip().lower()):
             raise NotAudioError(f"storage answered {status} with {content_type}, not audio")
+        start, total = _content_range(response)
+        if status == 206 and start is None and offset == 0:
+            status = 200  # no Content-Range: the body is whole from byte 0, sized by its length
         if status == 206:
-            start, total = _content_range(response)
             if start != offset:
                 partial.restart()
                 raise _Interrupted(f"206 started at byte {start}, not at {offset} as asked")

@@ -652,10 +652,18 @@ def test_parse_expiration_seconds_and_milliseconds(value: float, expected: str) 
     assert str(parsed.tz) == "UTC"
 
 
-@pytest.mark.parametrize("value", [None, True, False, "1767225600", float("nan"), [1], {}])
+@pytest.mark.parametrize("value", [None, True, False, "", "soon", float("nan"), [1], {}])
 def test_parse_expiration_rejects_non_numbers(value: object) -> None:
-    """Anything that is not a real number means "unknown", not an exception."""
+    """Anything that is not a time means "unknown", not an exception."""
     assert parse_expiration(value) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["1767225600", "1767225600000", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00"]
+)
+def test_parse_expiration_reads_strings_too(value: str) -> None:
+    """The spec says number; a numeric or ISO 8601 string gives the same instant."""
+    assert parse_expiration(value) == pd.Timestamp("2026-01-01", tz="UTC")
 
 
 def test_expires_within_without_expiration() -> None:

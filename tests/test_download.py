@@ -7,7 +7,9 @@ URLs come from a real SiroClient; faults are switched on in the emulator, never 
 from __future__ import annotations
 
 import hashlib
+import http.server
 import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -484,3 +486,33 @@ def test_download_streams_in_bounded_memory(
         tracemalloc.stop()
     assert_complete(result, target, big)
     assert peak < 4 * MiB, f"peak {peak / MiB:.1f} MiB for an 8 MiB download"
+
+
+def test_206_without_content_range_from_byte_0_is_the_whole_body(tmp_path: Path) -> None:
+    """A server that answers our `bytes=0-` with a bare 206 still yields the file, checked."""
+    body = make_recording("bare-206", 2.0).data
+
+    class Bare206(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(206)
+            self.send_header("Content-Type", "audio/mp4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Bare206)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/audio.m4a"
+        result = download(url, tmp_path / "bare.m4a")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.size == len(body)
+    assert (tmp_path / "bare.m4a").read_bytes() == body
