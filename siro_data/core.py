@@ -118,8 +118,8 @@ def fetch_all(
     keys = normalize_ids(ids, id_column)
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    out_dir = Path(out_dir).absolute()
-    manifest_path = Path(manifest_path).absolute()
+    out_dir = Path(out_dir).expanduser().absolute()
+    manifest_path = Path(manifest_path).expanduser().absolute()
     _ensure_writable_dir(out_dir, "out_dir")
     _ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
 
