@@ -11,7 +11,6 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -146,12 +145,6 @@ class ThreadSessions:
         """Close every thread's Session."""
         for session in self:
             session.close()
-
-
-def origin(url: str) -> str:
-    """``scheme://host:port`` of a URL, safe to log (no path, no query)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 class _RedactQueryFilter(logging.Filter):
