@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import logging
 import threading
@@ -319,15 +320,22 @@ def test_renewed_token_rejected_too_stops_the_run(emulator, out_dir, manifest_pa
     assert read_manifest(manifest_path).empty
 
 
-def test_transient_failures_and_rate_limits_are_retried(emulator, out_dir, manifest_path):
+@pytest.mark.parametrize("retry_after", ["2", "http-date"])
+def test_transient_failures_and_rate_limits_are_retried(
+    emulator, out_dir, manifest_path, retry_after
+):
     ids = list(emulator.recordings)
     emulator.faults.transient[ids[0]] = [429, 500]
     emulator.faults.storage_transient[ids[1]] = [503]
-    emulator.faults.retry_after = "1"
-    manifest = run(emulator, ids[:2], out_dir, manifest_path)
+    if retry_after == "http-date":
+        retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
+    emulator.faults.retry_after = retry_after
+    manifest = run(emulator, ids[:2], out_dir, manifest_path, workers=1)
     assert manifest["error"].isna().all()
     assert emulator.stats.api_calls[ids[0]] == 3
     assert emulator.stats.storage_requests[ids[1]] == 2
+    first, second = sorted(emulator.stats.api_request_times)[:2]
+    assert second - first >= 1.5  # Retry-After was honoured, not the short backoff
 
 
 def test_paces_under_the_rate_limit_without_429(emulator, out_dir, manifest_path):
