@@ -254,6 +254,12 @@ def _error_row(
     }
 
 
+def _expired(error: DownloadError, signed: SignedURL) -> bool:
+    """Storage said the URL expired, or refused it once its expiration had passed."""
+    refused = error.status in (400, 401, 403)
+    return isinstance(error, ExpiredURLError) or (refused and signed.expires_within(0))
+
+
 class _Stopped(Exception):
     """Raised inside a worker when the run is stopping; its row is left for the next run."""
 
@@ -330,7 +336,9 @@ class _Run:
                         verify=audio.duration,
                         on_bytes=self._on_bytes,
                     )
-                except ExpiredURLError:
+                except DownloadError as exc:
+                    if not _expired(exc, signed):
+                        raise
                     log.info("%r: signed URL expired, asking for a fresh one", recording_id)
                     continue
                 return {

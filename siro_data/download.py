@@ -259,7 +259,7 @@ def _attempt(
             raise DownloadError(f"range from {offset} not satisfiable (size {total})", 416)
         if status not in (200, 206):
             message = _storage_message(response)
-            if status in (400, 403) and "expired" in message.lower():
+            if status in (400, 401, 403) and "expired" in message.lower():
                 raise ExpiredURLError(message, status)
             raise DownloadError(message, status)
         content_type = response.headers.get("Content-Type", "")

@@ -159,6 +159,26 @@ def test_url_expiring_mid_download_is_signed_again_and_continued(emulator, out_d
     assert_identical(manifest, emulator)
 
 
+@pytest.mark.parametrize("says_why", [True, False])
+def test_url_refused_after_its_expiration_is_signed_again(
+    emulator, out_dir, manifest_path, says_why
+):
+    """Some stores answer an expired URL with a bare 403: its known expiration tells why."""
+    rec_id, recording = next(iter(emulator.recordings.items()))
+    emulator.faults.url_ttl = 2.0
+    emulator.faults.expired_status = 403
+    assert recording.size > 100_000  # the cut falls inside the file
+    emulator.faults.expired_says_why = says_why
+    emulator.faults.bandwidth = 25_000
+    emulator.faults.cut_after[rec_id] = 100_000
+
+    manifest = run(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
+
+    assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
+    assert emulator.stats.api_calls[rec_id] == 2
+    assert_identical(manifest, emulator)
+
+
 def test_url_already_expired_is_never_used(emulator, out_dir, manifest_path):
     rec_id = next(iter(emulator.recordings))
     emulator.faults.url_ttl = -5  # the API hands out URLs that have already expired

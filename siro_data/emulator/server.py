@@ -111,6 +111,8 @@ class Faults:
     """Lifetime of signed URLs in seconds; 0 or less signs URLs that are already expired."""
     expired_status: Literal[400, 403] = 400
     """400: GCS ``ExpiredToken``; 403: S3-style ``AccessDenied`` "Request has expired"."""
+    expired_says_why: bool = True
+    """False: an expired URL gets a bare 403 ``AccessDenied`` that does not mention expiry."""
     cut_after: dict[str, int] = field(default_factory=dict)
     """id -> close the connection after this many body bytes (full Content-Length sent)."""
     cut_times: dict[str, int] = field(default_factory=dict)
@@ -445,6 +447,9 @@ class _StorageHandler(_Handler):
         self._send_object(recording)
 
     def _expired(self, expires_at: float) -> None:
+        if not self.emu.faults.expired_says_why:
+            self._xml_error(403, "AccessDenied", "Access denied.")
+            return
         if self.emu.faults.expired_status == 403:
             self._xml_error(403, "AccessDenied", "Request has expired")
             return
