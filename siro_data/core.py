@@ -31,8 +31,9 @@ from .sessions import DEFAULT_TIMEOUT, ThreadSessions, retry_policy
 
 log = logging.getLogger(__name__)
 
-#: Fresh signed URLs asked for one recording before giving up on expiries.
-MAX_SIGNINGS = 3
+#: Fresh signed URLs in a row that bring no new byte before a recording is given up.
+#: (A long download may outlive many URLs: each that makes progress is welcome.)
+MAX_FRUITLESS_SIGNINGS = 3
 #: A URL this close to its expiration is not worth starting a download with.
 EXPIRY_MARGIN_SECONDS = 1.0
 
@@ -254,6 +255,13 @@ def _error_row(
     }
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _expired(error: DownloadError, signed: SignedURL) -> bool:
     """Storage said the URL expired, or refused it once its expiration had passed."""
     refused = error.status in (400, 401, 403)
@@ -319,14 +327,19 @@ class _Run:
     def _fetch_one(self, recording_id: str, sessions: ThreadSessions) -> dict[str, Any]:
         """One recording's whole life: a failure becomes its row; a 401 or disk error stops all."""
         signed = None
+        discard = self.overwrite
+        fruitless = 0
         try:
-            for attempt in range(MAX_SIGNINGS):
+            while fruitless < MAX_FRUITLESS_SIGNINGS:
                 self._check_stop()
                 signed = self.client.sign(recording_id)
                 if signed.expires_within(EXPIRY_MARGIN_SECONDS):
+                    fruitless += 1
                     continue
                 target = self.out_dir / f"{file_stem(recording_id)}.{url_extension(signed.url)}"
-                self._prepare(target, discard=self.overwrite and attempt == 0)
+                self._prepare(target, discard)
+                discard = False
+                held = _size(partial_path(target))
                 try:
                     result = download(
                         signed.url,
@@ -339,6 +352,7 @@ class _Run:
                 except DownloadError as exc:
                     if not _expired(exc, signed):
                         raise
+                    fruitless = 0 if _size(partial_path(target)) > held else fruitless + 1
                     log.info("%r: signed URL expired, asking for a fresh one", recording_id)
                     continue
                 return {
@@ -351,7 +365,9 @@ class _Run:
                     "content_type": result.content_type,
                     "fetched_at": pd.Timestamp.now(tz="UTC"),
                 }
-            raise DownloadError(f"signed URL expired {MAX_SIGNINGS} times before completion")
+            raise DownloadError(
+                f"signed URL expired {MAX_FRUITLESS_SIGNINGS} times in a row without progress"
+            )
         except AuthError:
             self.stop.set()  # before this thread takes the next id
             raise

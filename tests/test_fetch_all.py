@@ -159,6 +159,24 @@ def test_url_expiring_mid_download_is_signed_again_and_continued(emulator, out_d
     assert_identical(manifest, emulator)
 
 
+def test_an_expiry_after_progress_does_not_count_against_the_recording(
+    emulator, out_dir, manifest_path, monkeypatch
+):
+    """A long download may outlive many URLs: only expiries in a row without progress count."""
+    monkeypatch.setattr(siro_data.core, "MAX_FRUITLESS_SIGNINGS", 1)
+    rec_id, recording = next(iter(emulator.recordings.items()))
+    emulator.faults.url_ttl = 2.0  # lives 2 to 3 s
+    emulator.faults.bandwidth = 25_000
+    emulator.faults.cut_after[rec_id] = 80_000  # 3.2 s in: the resume meets an expired URL
+    assert recording.size > 80_000
+
+    manifest = run(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
+
+    assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
+    assert emulator.stats.api_calls[rec_id] == 2
+    assert_identical(manifest, emulator)
+
+
 @pytest.mark.parametrize("says_why", [True, False])
 def test_url_refused_after_its_expiration_is_signed_again(
     emulator, out_dir, manifest_path, says_why
@@ -183,7 +201,9 @@ def test_url_already_expired_is_never_used(emulator, out_dir, manifest_path):
     rec_id = next(iter(emulator.recordings))
     emulator.faults.url_ttl = -5  # the API hands out URLs that have already expired
     manifest = run(emulator, [rec_id], out_dir, manifest_path)
-    assert manifest.loc[0, "error"] == "download: signed URL expired 3 times before completion"
+    assert manifest.loc[0, "error"] == (
+        "download: signed URL expired 3 times in a row without progress"
+    )
     assert emulator.stats.api_calls[rec_id] == 3
     assert emulator.stats.storage_requests[rec_id] == 0
 
