@@ -314,12 +314,13 @@ def _content_range(response: requests.Response) -> tuple[int | None, int | None]
 
 def _storage_message(response: requests.Response) -> str:
     """The storage's own ``Code: Message`` (GCS/S3 XML), or a short excerpt of its body."""
-    text = response.raw.read(65536, decode_content=True).decode("utf-8", "replace")
+    try:
+        text = response.raw.read(65536, decode_content=True).decode("utf-8", "replace")
+    except (urllib3.exceptions.HTTPError, OSError):
+        text = ""  # the status alone will have to do
     fields = dict(_XML_FIELD.findall(text))
     if fields:
-        message = ": ".join(v.strip() for k, v in sorted(fields.items()) if v.strip())
-        if "ExpiredToken" in fields.get("Code", ""):
-            message += " (expired)"
+        message = ": ".join(fields[key].strip() for key in ("Code", "Message") if key in fields)
     else:
         message = " ".join(text.split())[:200] or response.reason or "no message"
     return redact(message)
