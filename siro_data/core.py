@@ -27,7 +27,7 @@ from .download import download, partial_path
 from .exceptions import AuthError, DownloadError, ExpiredURLError, SiroDataError
 from .manifest import Journal, compact, read_manifest, to_frame
 from .naming import file_stem, url_extension
-from .sessions import DEFAULT_TIMEOUT, ThreadSessions, retry_policy
+from .sessions import DEFAULT_TIMEOUT, ThreadSessions, describe_error, retry_policy
 
 log = logging.getLogger(__name__)
 
@@ -368,15 +368,18 @@ class _Run:
             raise DownloadError(
                 f"signed URL expired {MAX_FRUITLESS_SIGNINGS} times in a row without progress"
             )
-        except AuthError:
+        except _Stopped:
+            raise
+        except (AuthError, OSError):  # a bad token or a full disk: every row would fail alike
             self.stop.set()  # before this thread takes the next id
             raise
         except SiroDataError as exc:
             log.info("%r failed: %s", recording_id, exc)
             return _error_row(recording_id, str(exc), exc.kind, signed)
-        except BaseException:
-            self.stop.set()
-            raise
+        except Exception as exc:  # an answer nobody foresaw: it costs its row, not the run
+            log.exception("%r: unexpected error", recording_id)
+            message = f"unexpected error: {describe_error(exc)}"
+            return _error_row(recording_id, message, "unexpected", signed)
 
     @staticmethod
     def _prepare(target: Path, discard: bool) -> None:

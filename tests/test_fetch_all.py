@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import logging
 import threading
@@ -245,6 +246,42 @@ def test_garbage_served_as_audio_is_an_error_not_a_file(emulator, out_dir, manif
     assert manifest.loc[0, "error_kind"] == "not_audio"
     assert manifest.loc[0, "error"].startswith("not readable audio")
     assert list(out_dir.iterdir()) == []
+
+
+def test_an_unforeseen_error_costs_its_row_not_the_run(
+    emulator, out_dir, manifest_path, monkeypatch
+):
+    ids = list(emulator.recordings)
+    real_duration = siro_data.audio.duration
+
+    def duration(path):
+        if path.stat().st_size == emulator.recordings[ids[1]].size:
+            raise KeyError("surprise")
+        return real_duration(path)
+
+    monkeypatch.setattr(siro_data.audio, "duration", duration)
+    manifest = run(emulator, ids, out_dir, manifest_path)
+    assert manifest.loc[1, "error"] == "unexpected error: KeyError: 'surprise'"
+    assert manifest.loc[1, "error_kind"] == "unexpected"
+    assert manifest["error"].notna().sum() == 1
+
+
+def test_a_disk_error_stops_the_run_and_keeps_the_manifest(
+    emulator, out_dir, manifest_path, monkeypatch
+):
+    ids = list(emulator.recordings)
+    run(emulator, ids[:1], out_dir, manifest_path)
+
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(siro_data.audio, "duration", full_disk)
+    emulator.stats.reset()
+    with pytest.raises(OSError, match="No space left"):
+        run(emulator, ids, out_dir, manifest_path, workers=1)
+    assert emulator.stats.api_requests == 1  # the first id was complete; the second stopped all
+    saved = read_manifest(manifest_path)
+    assert list(saved["recording_id"]) == ids[:1]
 
 
 def test_bad_ids_are_rows_duplicates_once_numbers_as_strings(emulator, out_dir, manifest_path):
