@@ -103,6 +103,9 @@ def fetch_all(
     AuthError
         The token was rejected (and could not be renewed): the run stopped,
         the manifest keeps every row finished before.
+    OSError
+        Writing failed (a full disk, for instance): the run stopped the same
+        way, partial files are kept for the next run.
 
     Examples
     --------
