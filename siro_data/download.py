@@ -85,13 +85,16 @@ class _Partial:
     def __init__(self, path: Path, on_bytes: Callable[[int], None] | None) -> None:
         self.path = path
         self.on_bytes = on_bytes
-        self.size = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self._empty()
         if path.exists():
             with path.open("rb") as existing:
                 while chunk := existing.read(CHUNK_SIZE):
                     self._digest(chunk)
+
+    def _empty(self) -> None:
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
 
     def _digest(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
@@ -100,9 +103,7 @@ class _Partial:
 
     def restart(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.size = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self._empty()
 
     def append(self, chunks: Iterable[bytes]) -> None:
         with self.path.open("ab") as out:
