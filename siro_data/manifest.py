@@ -5,22 +5,29 @@ journal of JSON lines beside it (``<manifest>.journal``). Each finished row
 costs one short append, however many rows came before; the journal is folded
 into the parquet file at the end of a run and read back after a crash, so a
 killed run loses no finished row.
+
+Several processes may share one manifest: every change to it (a journal line,
+a fold into parquet) and every read of it happens under a lock file beside it
+(``<manifest>.lock``).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,7 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(to_frame(manifest), schema=SCHEMA, preserve_index=False)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         pq.write_table(table, temporary)
@@ -87,6 +94,10 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -103,9 +114,10 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """
     path = Path(path)
     parts = []
-    if path.exists():
-        parts.append(to_frame(pq.read_table(path).to_pandas()))
-    journal = _read_journal(journal_path(path))
+    with _locked(path, optional=True):
+        if path.exists():
+            parts.append(to_frame(pq.read_table(path).to_pandas()))
+        journal = _read_journal(journal_path(path))
     if journal:
         parts.append(to_frame(journal))
     if not parts:
@@ -121,27 +133,28 @@ def latest_rows(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 class Journal:
-    """Append-only record of finished rows, one JSON line each, flushed as written.
+    """Append-only record of finished rows, one JSON line each, written through at once.
 
-    A line torn by a kill is skipped on reading and fenced off by a newline
-    before the next append.
+    Each append opens the file anew under the manifest's lock, so lines of
+    several processes never interleave and none is lost to another's
+    :func:`compact`. A line torn by a kill is skipped on reading and fenced
+    off by a newline before the next append.
     """
 
     def __init__(self, manifest_path: str | os.PathLike[str]) -> None:
+        self.manifest_path = Path(manifest_path)
         self.path = journal_path(manifest_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
-        if self._file.tell() and not _ends_with_newline(self.path):
-            self._file.write(b"\n")
 
     def append(self, row: Row) -> None:
         """Record one finished row."""
-        line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS})
-        self._file.write(line.encode("utf-8") + b"\n")
-        self._file.flush()
+        line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8")
+        with _locked(self.manifest_path), self.path.open("ab") as journal:
+            fence = b"\n" if journal.tell() and not _ends_with_newline(self.path) else b""
+            journal.write(fence + line + b"\n")
 
     def close(self) -> None:
-        self._file.close()
+        """Nothing is held between appends; kept so a journal reads as a context manager."""
 
     def __enter__(self) -> Journal:
         return self
@@ -154,14 +167,46 @@ def compact(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Fold the journal into the parquet file, then drop the journal; the whole manifest.
 
     With nothing journaled and the file in place, the file is left as it is.
+    Temporary files left by a save that was killed are removed.
     """
+    path = Path(path)
     journal = journal_path(path)
-    unchanged = Path(path).exists() and (not journal.exists() or journal.stat().st_size == 0)
-    manifest = read_manifest(path)
-    if not unchanged:
-        write_manifest(manifest, path)
-    journal.unlink(missing_ok=True)
+    with _locked(path):
+        for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
+            stale.unlink(missing_ok=True)
+        unchanged = path.exists() and (not journal.exists() or journal.stat().st_size == 0)
+        manifest = read_manifest(path)
+        if not unchanged:
+            write_manifest(manifest, path)
+        journal.unlink(missing_ok=True)
     return manifest
+
+
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file that sits beside a manifest."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def _locked(path: Path, optional: bool = False) -> Iterator[None]:
+    """Hold the manifest's lock (re-entrant within a thread).
+
+    ``optional``: where the lock cannot be created (a read-only folder, where
+    nobody can be writing either), go on without it.
+    """
+    lock = FileLock(lock_path(path), is_singleton=True)
+    try:
+        lock.acquire()
+    except OSError:
+        if not optional:
+            raise
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
