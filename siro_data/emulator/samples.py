@@ -15,6 +15,7 @@ import os
 import string
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import av
 import numpy as np
@@ -41,6 +42,22 @@ _OPUS_RATES = frozenset({8_000, 12_000, 16_000, 24_000, 48_000})
 _OTHER_FORMATS: dict[int, str] = {2: "mp3", 4: "wav", 6: "flac", 8: "ogg"}
 _ID_ALPHABET = string.ascii_letters + string.digits
 
+SAMPLE_DATES_END = datetime(2025, 6, 1, tzinfo=timezone.utc)
+"""Recordings without an explicit ``date_created`` were made in the 30 days before this."""
+SAMPLE_DATES_DAYS = 30
+ORGANIZATION_ID = "org_emulator"
+"""The one organization every emulated recording belongs to."""
+TEAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "team_north": (("usr_north_1", "Ana", "Garcia"), ("usr_north_2", "Ben", "Okafor")),
+    "team_south": (("usr_south_1", "Chloe", "Nguyen"), ("usr_south_2", "Dev", "Patel")),
+    "team_west": (("usr_west_1", "Eva", "Rossi"), ("usr_west_2", "Femi", "Adeyemi")),
+}
+"""team id -> its reps (user id, first name, last name)."""
+RESULTS = ("closed", "not closed", "in progress")
+CONVERSATION_TYPES = ("Initial visit", "Follow-up")
+_TOPICS = ("Roof inspection", "Kitchen remodel", "Solar consultation", "Window replacement")
+_CUSTOMERS = ("Miller", "Johnson", "Lee", "Brown", "Kowalski", "Haddad", "Silva", "Murphy")
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -61,6 +78,15 @@ class Recording:
     duration_ms_api : int, optional
         Duration Siro's API would report (``durationInMilliseconds``); defaults to
         ``round(duration * 1000)``.
+    date_created : datetime, optional
+        When Siro says the recording was made (a naive value is taken as UTC).
+    title, user_id, team_id, rep_first_name, rep_last_name, result, conversation_type : str
+        What the recordings listing reports and filters on.
+
+    Every metadata field left out is derived from the SHA-256 of `id`, so that a
+    recording's metadata is the same from run to run: ``date_created`` falls in the
+    `SAMPLE_DATES_DAYS` days before `SAMPLE_DATES_END` (whole milliseconds), the rep is
+    one of `TEAMS`, and ``user_id`` and the rep's names follow from it.
     """
 
     id: str
@@ -69,6 +95,14 @@ class Recording:
     duration: float
     content_type: str = ""
     duration_ms_api: int | None = None
+    date_created: datetime | None = None
+    title: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    rep_first_name: str | None = None
+    rep_last_name: str | None = None
+    result: str | None = None
+    conversation_type: str | None = None
 
     def __post_init__(self) -> None:
         if not self.content_type:
@@ -77,6 +111,11 @@ class Recording:
             )
         if self.duration_ms_api is None:
             object.__setattr__(self, "duration_ms_api", round(self.duration * 1000))
+        for name, value in _metadata(self.id).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.date_created.tzinfo is None:
+            object.__setattr__(self, "date_created", self.date_created.replace(tzinfo=timezone.utc))
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -92,6 +131,26 @@ class Recording:
     def size(self) -> int:
         """Length of `data` in bytes."""
         return len(self.data)
+
+
+def _metadata(rec_id: str) -> dict[str, object]:
+    """Plausible listing metadata for `rec_id`, the same on every run."""
+    digest = hashlib.sha256(rec_id.encode("utf-8", "surrogatepass")).digest()
+    span_ms = SAMPLE_DATES_DAYS * 86_400_000
+    team_id = list(TEAMS)[digest[8] % len(TEAMS)]
+    user_id, first, last = TEAMS[team_id][digest[9] % len(TEAMS[team_id])]
+    topic = _TOPICS[digest[10] % len(_TOPICS)]
+    return {
+        "date_created": SAMPLE_DATES_END
+        - timedelta(milliseconds=int.from_bytes(digest[:8], "big") % span_ms),
+        "title": f"{topic}: {_CUSTOMERS[digest[11] % len(_CUSTOMERS)]} residence",
+        "user_id": user_id,
+        "team_id": team_id,
+        "rep_first_name": first,
+        "rep_last_name": last,
+        "result": RESULTS[digest[12] % len(RESULTS)],
+        "conversation_type": CONVERSATION_TYPES[digest[13] % len(CONVERSATION_TYPES)],
+    }
 
 
 def speech_like(duration: float, samplerate: int = 16_000, seed: int = 0) -> np.ndarray:
@@ -262,14 +321,15 @@ def sample_recordings(n: int = 12, seed: int = 0) -> dict[str, Recording]:
     Recordings are cached one by one, so repeated calls are fast, and the i-th
     recording is the same whatever `n` (the first id is stable). Among the first
     twelve, index 2 is mp3, 4 wav, 6 flac, 8 ogg (Opus), the others m4a; durations are
-    3 to 40 s.
+    3 to 40 s. Each has listing metadata derived from its id (see `Recording`): creation
+    dates spread over the 30 days before `SAMPLE_DATES_END`, three teams, six reps.
 
     Parameters
     ----------
     n : int
         Number of recordings.
     seed : int
-        Seed of ids, durations and signals.
+        Seed of ids, durations, signals and, through the ids, metadata.
 
     Returns
     -------
