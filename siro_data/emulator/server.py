@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
+from .listing import LIST_PATH, ListingError, list_page
 from .samples import Recording, sample_recordings
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class Stats:
     api_calls: collections.Counter[str] = field(default_factory=collections.Counter)
     rate_limited: int = 0
     """Number of 429 answers."""
+    listing_requests: int = 0
+    """Requests to the recordings listing (``GET /v1/core/recordings``), also in api_requests."""
     api_headers: list[dict[str, str]] = field(default_factory=list)
     api_request_times: list[float] = field(default_factory=list)
     """time.monotonic() at each API request's arrival."""
@@ -183,6 +186,10 @@ class Stats:
     def _served(self, rec_id: str, n: int) -> None:
         with self._lock:
             self.bytes_served[rec_id] += n
+
+    def _listing(self) -> None:
+        with self._lock:
+            self.listing_requests += 1
 
     def _rate_limited(self) -> None:
         with self._lock:
@@ -326,6 +333,9 @@ class _ApiHandler(_Handler):
         emu.stats._api(rec_id, self._headers())
         if faults.api_latency > 0:
             emu._stopping.wait(faults.api_latency)
+        if self.path.partition("?")[0] == LIST_PATH:
+            self._list()
+            return
         if rec_id is None:
             self._json(404, {"error": "Not Found"})
             return
@@ -368,6 +378,33 @@ class _ApiHandler(_Handler):
             return
         url, expiration = emu._sign(recording)
         self._json(200, {"data": {"error": False, "url": url, "expiration": expiration}})
+
+    def _list(self) -> None:
+        """``GET /v1/core/recordings``: the same token check and rate limit, plain-text errors."""
+        emu = self.emu
+        emu.stats._listing()
+        if self.command != "GET":
+            self._text(405, "Method Not Allowed", {"Allow": "GET"})
+            return
+        token = self.headers.get("x-siro-auth-token")
+        if token is None or token not in emu.tokens:
+            self._text(401, "Unauthorized: invalid or missing access token")
+            return
+        if not emu._admit(token):
+            emu.stats._rate_limited()
+            retry_after = emu.faults.retry_after
+            headers = {} if retry_after is None else {"Retry-After": retry_after}
+            self._text(429, "Too Many Requests", headers)
+            return
+        try:
+            page = list_page(list(emu.recordings.values()), self.path.partition("?")[2])
+        except ListingError as exc:
+            self._text(exc.status, exc.message)
+            return
+        self._json(200, page)
+
+    def _text(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        self._send(status, message.encode(), "text/plain; charset=utf-8", headers)
 
     def _malformed(self, kind: str) -> None:
         if kind == "html":
