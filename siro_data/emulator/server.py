@@ -91,6 +91,8 @@ class Faults:
     """Seconds slept before the storage sends its headers."""
     bandwidth: float | None = None
     """Bytes per second per storage response (paced between chunks)."""
+    total_bandwidth: float | None = None
+    """Bytes per second of all storage responses together: a downlink they share."""
     api_status: dict[str, int] = field(default_factory=dict)
     """id -> status answered with its documented body, on every call."""
     api_error_payload: set[str] = field(default_factory=set)
@@ -522,7 +524,10 @@ class _StorageHandler(_Handler):
                 return
             if asked is not None:
                 (start, end), status = asked, 206
-        body = memoryview(recording.data)[start : end + 1]
+        # bytes, or a body generated on the fly (too big to hold): an object with len() whose
+        # slices are such objects too, and bytes-like once no longer than a chunk.
+        data = recording.data
+        body = (memoryview(data) if isinstance(data, bytes | bytearray) else data)[start : end + 1]
         delta = faults.content_length_delta.get(recording.id, 0)
         advertised = max(0, len(body) + delta)
         self.send_response(status)
@@ -565,6 +570,10 @@ class _StorageHandler(_Handler):
             n = min(chunk, len(body) - sent)
             if stall is not None:
                 n = min(n, stall - sent)
+            delay = emu._link_due(n) - time.monotonic()  # the shared downlink carries them
+            if delay > 0 and emu._stopping.wait(delay):
+                self._hard_close()
+                return False
             # Counted before writing, so that a client holding the bytes sees them counted.
             emu.stats._served(rec_id, n)
             try:
@@ -639,6 +648,8 @@ class Emulator:
             collections.deque
         )
         self._stopping = threading.Event()
+        self._link_lock = threading.Lock()
+        self._link_free = 0.0  # time.monotonic() at which the shared downlink is idle
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
 
@@ -705,6 +716,15 @@ class Emulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def _link_due(self, n: int) -> float:
+        """When `n` more bytes will have crossed the shared downlink (0 without a limit)."""
+        total = self.faults.total_bandwidth
+        if not total:
+            return 0.0
+        with self._link_lock:
+            self._link_free = max(time.monotonic(), self._link_free) + n / total
+            return self._link_free
 
     def _admit(self, token: str) -> bool:
         """Sliding-window rate limit per token over accepted requests."""
