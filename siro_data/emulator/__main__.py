@@ -36,13 +36,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recordings", type=int, default=12, help="number of sample recordings")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to API answers")
     parser.add_argument(
-        "--rate-limit", type=int, default=None, help="API requests per token per minute"
+        "--rate-limit", type=int, default=None, help="API requests per token per --rate-window"
+    )
+    parser.add_argument(
+        "--rate-window", type=float, default=60.0, help="seconds of the rate limit's window"
+    )
+    parser.add_argument(
+        "--retry-after", default=None, help="Retry-After header sent with a 429 (default: none)"
+    )
+    parser.add_argument(
+        "--ttfb", type=float, default=0.0, help="seconds before storage sends its headers"
+    )
+    parser.add_argument(
+        "--bandwidth", type=float, default=None, help="bytes per second per storage response"
+    )
+    parser.add_argument(
+        "--total-bandwidth",
+        type=float,
+        default=None,
+        help="bytes per second of all storage responses together (a shared downlink)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
 
-    faults = Faults(api_latency=args.latency, rate_limit=args.rate_limit)
+    faults = Faults(
+        api_latency=args.latency,
+        rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
+        retry_after=args.retry_after,
+        storage_ttfb=args.ttfb,
+        bandwidth=args.bandwidth,
+        total_bandwidth=args.total_bandwidth,
+    )
     emulator = Emulator(
         recordings=sample_recordings(n=args.recordings),
         token=args.token,
