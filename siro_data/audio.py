@@ -1,22 +1,56 @@
-"""Audio inspection: how long a downloaded file is, and whether it is audio at all.
+"""Audio inspection and decoding: how long a file is, its samples, and a copy every tool reads.
 
 libsndfile (soundfile) reads WAV, FLAC and Ogg exactly and fast, but cannot
 open MP4/AAC, the usual format of Siro's audio, and misjudges VBR MP3 without
 a Xing header. PyAV (FFmpeg, bundled in its wheels) reads those from the
 container's own timing, edit lists included, so encoder priming is not counted.
+
+Both readers deliver float32 blocks of ``(frames, channels)``, so that
+:func:`load_audio` (samples in memory, optionally resampled) and :func:`convert`
+(a WAV or FLAC copy, streamed to disk) share one decoding path.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
+import uuid
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
 
 import av
+import numpy as np
+import numpy.typing as npt
 import soundfile
 
 from .exceptions import NotAudioError
 
+log = logging.getLogger(__name__)
+
 #: Formats whose length libsndfile reads exactly from the header.
 _SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG", "AIFF", "AU", "W64", "RF64", "CAF"})
+
+#: Frames per block handed from a decoder to the resampler, the memory or the disk.
+_BLOCK_FRAMES = 1 << 16
+
+#: Target of :func:`convert`: libsndfile's container, and the source formats kept as they are.
+_CONVERSIONS: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
+    # fmt: (container written, containers accepted as is, their subtypes accepted as is)
+    "wav": (
+        "WAV",
+        frozenset({"WAV", "WAVEX"}),
+        frozenset({"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}),
+    ),
+    "flac": ("FLAC", frozenset({"FLAC"}), frozenset({"PCM_S8", "PCM_16", "PCM_24"})),
+}
+
+#: At most this many frames per byte of file are allocated ahead of decoding: a header
+#: announcing an absurd length cannot make :func:`load_audio` reserve all memory.
+_MAX_FRAMES_PER_BYTE = 256
+
+_DECODE_ERRORS = (av.FFmpegError, StopIteration, UnicodeDecodeError, ValueError)
 
 
 def duration(path: str | os.PathLike[str]) -> float:
@@ -37,6 +71,8 @@ def duration(path: str | os.PathLike[str]) -> float:
     ------
     NotAudioError
         The file is not audio (an HTML error page, random or truncated bytes).
+    FileNotFoundError
+        There is no such file (other ``OSError`` subclasses when it cannot be read).
 
     Examples
     --------
@@ -46,34 +82,480 @@ def duration(path: str | os.PathLike[str]) -> float:
     >>> duration(wav)
     3.0
     """
-    try:
-        info = soundfile.info(os.fspath(path))
-    except (soundfile.LibsndfileError, RuntimeError):
-        info = None
-    if info is not None and info.format in _SOUNDFILE_FORMATS and info.frames > 0:
+    info = _soundfile_info(path)
+    if info is not None:
         return info.frames / info.samplerate
     return _container_duration(path)
 
 
+def _soundfile_info(path: str | os.PathLike[str]) -> soundfile._SoundFileInfo | None:
+    """soundfile's description of a file it reads exactly, else None; OSError as such."""
+    with open(path, "rb"):  # a missing or unreadable file is not a "not audio" error
+        pass
+    try:
+        info = soundfile.info(os.fspath(path))
+    except (soundfile.LibsndfileError, RuntimeError):
+        return None
+    if info.format in _SOUNDFILE_FORMATS and info.frames > 0:
+        return info
+    return None
+
+
 def _container_duration(path: str | os.PathLike[str]) -> float:
     """Duration from the container's timing, after decoding one frame to prove it is audio."""
-    try:
-        with av.open(os.fspath(path)) as container:
-            if not container.streams.audio:
-                raise NotAudioError(f"no audio stream in {container.format.name} data")
-            stream = container.streams.audio[0]
-            next(container.decode(stream))
-            if stream.duration is not None and stream.time_base is not None:
-                seconds = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                seconds = container.duration / av.time_base
-            else:
-                seconds = 0.0
-    except NotAudioError:
-        raise
-    except (av.FFmpegError, StopIteration, UnicodeDecodeError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise NotAudioError(f"not readable audio ({reason})") from None
-    if not seconds > 0:
+    with _PyAVSource(path) as source:
+        seconds = source.seconds
+    if seconds is None or not seconds > 0:
         raise NotAudioError("audio stream reports no duration")
-    return seconds
+    return float(seconds)
+
+
+def _not_audio(exc: BaseException) -> NotAudioError:
+    """The error for bytes a decoder refused, with the decoder's own reason."""
+    if isinstance(exc, StopIteration):
+        return NotAudioError("not readable audio (no audio frame in it)")
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return NotAudioError(f"not readable audio ({reason})")
+
+
+def load_audio(
+    path: str | os.PathLike[str], sr: int | None = None, mono: bool = True
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Decode an audio file into float32 samples, optionally resampled.
+
+    WAV, FLAC, Ogg (Vorbis, Opus) and the other formats libsndfile reads exactly
+    are decoded by soundfile; everything else, .m4a (AAC in MP4), mp3, Opus or AAC
+    in other containers, by PyAV (FFmpeg). The content decides, not the file name.
+    The number of frames is the file's true length, the one :func:`duration`
+    reports: the priming an AAC encoder adds in front is skipped, and the padding
+    of its last packet is cut where the MP4 edit list says the audio ends.
+
+    Parameters
+    ----------
+    path : path-like
+        The audio file.
+    sr : int, optional
+        Sample rate wanted, in Hz. By default the file's own rate is kept.
+        Resampling uses libswresample (FFmpeg's resampler, through PyAV's
+        ``AudioResampler``) with its default windowed-sinc filter: it is the
+        resampler of the ``ffmpeg`` tool, well kept, already installed with PyAV
+        (no new dependency), fast, and ample for speech analysis. It is fed
+        block by block and flushed at the end, so the tail is not lost; the
+        result has exactly ``round(frames * sr / orig_sr)`` frames (the
+        resampler's last fraction of a frame is cut, or, for inputs of only a
+        few frames, zeros are added).
+    mono : bool
+        Average the channels into one (the default). With False every channel
+        is kept.
+
+    Returns
+    -------
+    samples : numpy.ndarray
+        float32 in [-1, 1] (lossy decoders and resampling can overshoot full
+        scale slightly; such peaks are clipped). Shape ``(frames,)`` when `mono`,
+        else ``(frames, channels)`` even for a single channel: soundfile's
+        convention, one row per instant.
+    sr : int
+        Sample rate of `samples`, in Hz: `sr` when given, else the file's.
+
+    Raises
+    ------
+    NotAudioError
+        The file is not audio, or its audio stops before the length its header
+        announces (a truncated download).
+    FileNotFoundError
+        There is no such file (other ``OSError`` subclasses when it cannot be read).
+    ValueError
+        `sr` is not a positive whole number.
+
+    Examples
+    --------
+    >>> import numpy as np, soundfile, tempfile, pathlib
+    >>> wav = pathlib.Path(tempfile.mkdtemp()) / "stereo.wav"
+    >>> soundfile.write(wav, np.full((44100, 2), 0.25, dtype="float32"), 44100)
+    >>> samples, rate = load_audio(wav)
+    >>> samples.shape, samples.dtype, rate
+    ((44100,), dtype('float32'), 44100)
+    >>> load_audio(wav, mono=False)[0].shape
+    (44100, 2)
+    >>> samples, rate = load_audio(wav, sr=16000)
+    >>> samples.shape, rate
+    ((16000,), 16000)
+    """
+    if sr is not None:
+        if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
+            raise ValueError(f"sr must be a positive whole number of Hz, not {sr!r}")
+        sr = int(sr)
+    with _open(path) as source:
+        size = os.stat(path).st_size
+        rate = source.samplerate
+        channels = 1 if mono else source.channels
+        blocks = source.blocks()
+        if mono and source.channels > 1:
+            blocks = (block.mean(axis=1, keepdims=True, dtype=np.float32) for block in blocks)
+        frames_in = [0]
+        blocks = _counted(blocks, frames_in)
+        expected = source.frames
+        if sr is not None and sr != rate:
+            blocks = _resample(blocks, rate, sr, channels)
+            expected = None if expected is None else round(expected * sr / rate)
+        if expected is not None:
+            expected = min(expected, _MAX_FRAMES_PER_BYTE * size)
+        buffer = _Samples(expected, channels)
+        for block in blocks:
+            buffer.append(block)
+    length = None if sr is None or sr == rate else round(frames_in[0] * sr / rate)
+    samples = buffer.result(length)
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return (samples.reshape(-1) if mono else samples), (rate if sr is None else sr)
+
+
+def convert(
+    path: str | os.PathLike[str],
+    fmt: str,
+    dest: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a WAV or FLAC copy of an audio file, which soundfile and every audio tool read.
+
+    The copy has the source's sample rate and channels, in 16-bit PCM (ample for
+    the lossy formats it is meant for; louder-than-full-scale peaks a lossy
+    decoder may produce are clipped). It is decoded and written block by block,
+    so a long recording is never held in memory, and written under a temporary
+    name beside `dest` (``<dest name>.<random hex>.tmp``) renamed into place only
+    once complete: a file under the final name is always whole, and a failure
+    removes the temporary file.
+
+    Parameters
+    ----------
+    path : path-like
+        The audio file (any format :func:`load_audio` reads).
+    fmt : {"wav", "flac"}
+        Format of the copy.
+    dest : path-like, optional
+        Where to write it; by default beside `path`, its suffix replaced by
+        ``.wav`` or ``.flac``. Missing folders are created.
+    overwrite : bool
+        Write again even when `dest` already holds the copy.
+
+    Returns
+    -------
+    pathlib.Path
+        The copy's path. When `dest` is not given and the source already is a
+        WAV in PCM or float (for ``"wav"``) or a FLAC (for ``"flac"``), the
+        source's own `path`, and nothing is written. When `dest` exists, is
+        such a file with the source's sample rate, channels and number of frames
+        (within one), and is not older than the source, `dest` as it is, unless
+        `overwrite`; a source whose container only estimates its length (a VBR
+        MP3 without a Xing header) is therefore converted again each time.
+
+    Raises
+    ------
+    NotAudioError
+        The source is not audio or is truncated; nothing is left at `dest`.
+    FileNotFoundError
+        The source does not exist.
+    OSError
+        Writing failed (a full disk, say); nothing is left at `dest`.
+    ValueError
+        `fmt` is not "wav" or "flac", or `dest` is the source itself.
+
+    Examples
+    --------
+    >>> import numpy as np, soundfile, tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> soundfile.write(folder / "call.flac", np.zeros(8000, dtype="float32"), 8000)
+    >>> copy = convert(folder / "call.flac", "wav")
+    >>> copy.name, soundfile.info(copy).subtype, soundfile.info(copy).frames
+    ('call.wav', 'PCM_16', 8000)
+    >>> convert(folder / "call.flac", "flac").name  # already FLAC: the source itself
+    'call.flac'
+    """
+    key = fmt.lower() if isinstance(fmt, str) else fmt
+    if key not in _CONVERSIONS:
+        raise ValueError(f"fmt must be one of {sorted(_CONVERSIONS)}, not {fmt!r}")
+    container, kept_containers, kept_subtypes = _CONVERSIONS[key]
+    source_path = Path(path)
+    target = Path(dest) if dest is not None else source_path.with_suffix(f".{key}")
+    with _open(source_path) as source:
+        kept = source.container in kept_containers and source.subtype in kept_subtypes
+        if dest is None and kept:
+            log.debug("%s is already %s: kept as it is", source_path.name, container)
+            return source_path
+        if target.exists() and os.path.samefile(target, source_path):
+            raise ValueError(f"converting {source_path.name} would overwrite it: give dest")
+        if not overwrite and _is_copy_of(target, container, source, source_path):
+            log.debug("%s already holds the %s copy of %s", target.name, key, source_path.name)
+            return target
+        _write(source, target, container)
+    log.debug("%s converted to %s", source_path.name, target.name)
+    return target
+
+
+def _is_copy_of(target: Path, container: str, source: _Source, source_path: Path) -> bool:
+    """Whether `target` is a finished copy of `source`: same format, rate, channels, length."""
+    try:
+        info = soundfile.info(os.fspath(target))
+        fresh = target.stat().st_mtime_ns >= source_path.stat().st_mtime_ns
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return False
+    return (
+        fresh
+        and info.format == container
+        and info.samplerate == source.samplerate
+        and info.channels == source.channels
+        and source.frames is not None
+        and abs(info.frames - source.frames) <= 1
+    )
+
+
+def _write(source: _Source, target: Path, container: str) -> None:
+    """Stream `source` into `target` through a temporary file renamed into place when whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        try:
+            with soundfile.SoundFile(
+                temporary, "w", source.samplerate, source.channels, "PCM_16", format=container
+            ) as out:
+                for block in source.blocks():
+                    out.write(np.clip(block, -1.0, 1.0))
+        except soundfile.LibsndfileError as exc:  # libsndfile reports I/O errors as its own
+            raise OSError(f"cannot write {temporary.name}: {exc.error_string}") from exc
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _counted(blocks: Iterator[np.ndarray], total: list[int]) -> Iterator[np.ndarray]:
+    """Pass `blocks` through, adding their frames to ``total[0]``."""
+    for block in blocks:
+        total[0] += len(block)
+        yield block
+
+
+def _layout(channels: int) -> str:
+    """FFmpeg's name of the default layout of so many channels."""
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+
+
+def _resample(
+    blocks: Iterator[np.ndarray], rate: int, target: int, channels: int
+) -> Iterator[np.ndarray]:
+    """Resample float32 ``(frames, channels)`` blocks with libswresample, flushed at the end."""
+    layout = _layout(channels)
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=target)
+    for block in blocks:
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(block.T, dtype=np.float32), format="fltp", layout=layout
+        )
+        frame.sample_rate = rate
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().T
+    for out in resampler.resample(None):  # the flush: the filter's last samples
+        yield out.to_ndarray().T
+
+
+class _Samples:
+    """A growing ``(frames, channels)`` float32 array, allocated once when the length is known."""
+
+    def __init__(self, expected: int | None, channels: int) -> None:
+        capacity = _BLOCK_FRAMES if expected is None else expected + expected // 100 + 64
+        self.data = np.empty((max(capacity, 1), channels), dtype=np.float32)
+        self.size = 0
+
+    def _reserve(self, frames: int) -> None:
+        if frames > len(self.data):
+            grown = np.empty((max(frames, len(self.data) * 3 // 2), self.data.shape[1]), np.float32)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+
+    def append(self, block: np.ndarray) -> None:
+        end = self.size + len(block)
+        self._reserve(end)
+        self.data[self.size : end] = block
+        self.size = end
+
+    def result(self, length: int | None = None) -> np.ndarray:
+        """The samples, cut or padded with zeros to `length` frames when given."""
+        if length is not None:
+            self._reserve(length)
+            self.data[self.size : length] = 0.0
+            self.size = length
+        self.data.resize((self.size, self.data.shape[1]), refcheck=False)  # in place: no copy
+        return self.data
+
+
+class _Source:
+    """An audio file open for reading: its parameters, then its samples once, in blocks.
+
+    Attributes
+    ----------
+    samplerate, channels : int
+        Of the samples `blocks` yields.
+    frames : int or None
+        Length the file announces (exact for libsndfile's formats and MP4; an
+        estimate for some others), None when unknown.
+    container : str
+        libsndfile's format name ("WAV", "FLAC", ...) or FFmpeg's container name.
+    subtype : str or None
+        libsndfile's subtype ("PCM_16", ...); None for files PyAV reads.
+    """
+
+    samplerate: int
+    channels: int
+    frames: int | None
+    container: str
+    subtype: str | None = None
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """float32 blocks of shape ``(frames, channels)``, NotAudioError if decoding fails."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _open(path: str | os.PathLike[str]) -> _Source:
+    """Open `path` with soundfile where it reads the format exactly, else with PyAV."""
+    info = _soundfile_info(path)
+    if info is not None:
+        return _SoundfileSource(path, info)
+    return _PyAVSource(path)
+
+
+class _SoundfileSource(_Source):
+    """WAV, FLAC, Ogg and the other formats libsndfile reads exactly."""
+
+    def __init__(self, path: str | os.PathLike[str], info: soundfile._SoundFileInfo) -> None:
+        try:
+            self._file = soundfile.SoundFile(os.fspath(path))
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise NotAudioError(f"not readable audio ({exc})") from None
+        self.samplerate = self._file.samplerate
+        self.channels = self._file.channels
+        self.frames = self._file.frames
+        self.container = info.format
+        self.subtype = info.subtype
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        produced = 0
+        while True:
+            try:
+                block = self._file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                raise NotAudioError(f"not readable audio ({exc})") from None
+            if not len(block):
+                break
+            produced += len(block)
+            yield block
+        _check_complete(produced, self.frames, tolerance=1)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _PyAVSource(_Source):
+    """Everything else, through FFmpeg: AAC in MP4, MP3, Opus, ..."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        try:
+            self._container = av.open(os.fspath(path))
+        except _DECODE_ERRORS as exc:
+            raise _not_audio(exc) from None
+        try:
+            self._start()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _start(self) -> None:
+        """Find the audio stream and decode its first frame, which proves the bytes are audio."""
+        container = self._container
+        self.container = container.format.name
+        if not container.streams.audio:
+            raise NotAudioError(f"no audio stream in {self.container} data")
+        stream = container.streams.audio[0]
+        self._decoded = container.decode(stream)
+        try:
+            self._first = next(self._decoded)
+        except _DECODE_ERRORS as exc:
+            raise _not_audio(exc) from None
+        self.samplerate = self._first.sample_rate
+        self.channels = len(self._first.layout.channels)
+        if stream.duration is not None and stream.time_base is not None:
+            self.seconds: Fraction | None = stream.duration * stream.time_base
+        elif container.duration is not None:
+            self.seconds = Fraction(container.duration, av.time_base)
+        else:
+            self.seconds = None
+        self.frames = None if self.seconds is None else round(self.seconds * self.samplerate)
+        # FFmpeg skips the priming an MP4 edit list hides, but decodes the last packet
+        # whole: where the edit list says the audio ends, the rest is encoder padding.
+        self._mp4 = bool({"mov", "mp4"} & set(self.container.split(",")))
+        self._tolerance = stream.codec_context.frame_size or 2048
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        remaining = self.frames if self._mp4 else None
+        pending: list[np.ndarray] = []
+        held = produced = 0
+        for frame in itertools.chain([self._first], self._rest()):
+            if frame.sample_rate != self.samplerate or len(frame.layout.channels) != self.channels:
+                raise NotAudioError(
+                    f"the audio changes from {self.samplerate} Hz, {self.channels} channels to "
+                    f"{frame.sample_rate} Hz, {len(frame.layout.channels)} channels midway"
+                )
+            samples = _frame_samples(frame, self.channels)
+            if remaining is not None:
+                samples = samples[:remaining]
+                remaining -= len(samples)
+            pending.append(samples)
+            held += len(samples)
+            if held >= _BLOCK_FRAMES:
+                produced += held
+                yield np.concatenate(pending)
+                pending, held = [], 0
+            if remaining == 0:
+                break
+        if held:
+            produced += held
+            yield np.concatenate(pending)
+        if self._mp4:
+            _check_complete(produced, self.frames, tolerance=self._tolerance)
+
+    def _rest(self) -> Iterator[av.AudioFrame]:
+        """The frames after the first, decoding errors as NotAudioError."""
+        try:
+            yield from self._decoded
+        except _DECODE_ERRORS as exc:
+            raise _not_audio(exc) from None
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def _check_complete(produced: int, announced: int | None, tolerance: int) -> None:
+    """NotAudioError when decoding ended well before the length the header announces."""
+    if announced is not None and produced < announced - tolerance:
+        raise NotAudioError(
+            f"the audio stops after {produced} of the {announced} frames its header announces"
+            " (truncated?)"
+        )
+
+
+def _frame_samples(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    """A decoded frame as float32 in [-1, 1], shape ``(frames, channels)``."""
+    data = frame.to_ndarray()
+    data = data.T if frame.format.is_planar else data.reshape(-1, channels)
+    if data.dtype.kind == "f":
+        return data.astype(np.float32, copy=False)
+    if data.dtype.kind == "u":  # 8-bit PCM is unsigned, centred on 128
+        return (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32) / np.float32(2.0 ** (8 * data.dtype.itemsize - 1))
