@@ -12,7 +12,7 @@ The building blocks are public too, each usable alone: :class:`SiroClient`
 """
 
 from ._version import __version__
-from .audio import duration
+from .audio import convert, duration, load_audio
 from .client import SignedURL, SiroClient, sign
 from .core import fetch_all
 from .download import Download, download
@@ -41,10 +41,12 @@ __all__ = [
     "SiroClient",
     "SiroDataError",
     "__version__",
+    "convert",
     "download",
     "duration",
     "fetch_all",
     "file_stem",
+    "load_audio",
     "read_manifest",
     "sign",
     "write_manifest",
