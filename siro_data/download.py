@@ -85,6 +85,8 @@ class _Partial:
     def __init__(self, path: Path, on_bytes: Callable[[int], None] | None) -> None:
         self.path = path
         self.on_bytes = on_bytes
+        #: The type of the bytes received in this call (unknown for an earlier run's).
+        self.content_type: str | None = None
         self._empty()
         if path.exists():
             with path.open("rb") as existing:
@@ -253,7 +255,8 @@ def _attempt(
         if status == 416:
             total = _content_range(response)[1]
             if total is not None and offset == total:
-                return _Described(content_type=None, size=total)  # its type is the error's
+                # The 416's own type is its error page's: keep what the body came with.
+                return _Described(content_type=partial.content_type, size=total)
             if total is not None and offset > total:
                 partial.restart()
                 raise _Interrupted(f"partial of {offset} bytes is longer than the file ({total})")
@@ -280,6 +283,7 @@ def _attempt(
             length = response.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
         described = _Described.from_headers(response.headers, total)
+        partial.content_type = described.content_type
         partial.append(_body(response))
     if described.size is not None and partial.size < described.size:
         raise _Interrupted(f"body ended at {partial.size} of {described.size} bytes")
