@@ -24,6 +24,7 @@ from .exceptions import (
     SiroAPIError,
     SiroDataError,
 )
+from .listing import list_recordings
 from .manifest import COLUMNS, read_manifest, write_manifest
 from .naming import file_stem
 from .ratelimit import RateLimiter
@@ -46,6 +47,7 @@ __all__ = [
     "duration",
     "fetch_all",
     "file_stem",
+    "list_recordings",
     "load_audio",
     "read_manifest",
     "sign",

@@ -1,4 +1,4 @@
-"""The Siro API client: one recording id → one signed URL.
+"""The Siro API client: one recording id → one signed URL; the recordings listing, page by page.
 
 Holds the machinery a long run needs: the token (or a provider that mints a
 fresh one after a 401), pacing under the rate limit, retries of transient
@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pandas as pd
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.siro.ai"
 TOKEN_ENV = "SIRO_AUTH_TOKEN"
 API_URL_ENV = "SIRO_API_URL"
+RECORDINGS_PATH = "/v1/core/recordings"
 #: An ``expiration`` above this is epoch milliseconds, not seconds (1e11 s is year 5138).
 _MILLISECONDS_THRESHOLD = 1e11
 
@@ -203,7 +205,7 @@ def signed_url_path(recording_id: str) -> str:
 
 
 class SiroClient:
-    """Asks Siro for signed URLs, paced, retried and safe to share between threads.
+    """Asks Siro for signed URLs and recordings, paced, retried and safe to share between threads.
 
     Parameters
     ----------
@@ -254,33 +256,93 @@ class SiroClient:
         SiroAPIError
             Any other refusal, with the status and the server's own message.
         """
+        response, token = self._call("POST", signed_url_path(recording_id))
+        log.debug("signedUrl %r → %s", recording_id, response.status_code)
+        return self._parse(response, token)
+
+    def list_pages(self, params: Mapping[str, str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The pages of ``GET /v1/core/recordings``, following its ``cursor`` to the end.
+
+        Each page costs one paced request; a 401 renews the token as :meth:`sign` does, so
+        a listing may outlive its token.
+
+        Parameters
+        ----------
+        params : mapping of str to str, optional
+            Siro's query parameters, under their own names (``limit``, ``dateCreated:gt``,
+            ``teamId``, ...); a ``cursor`` among them starts from that page.
+            :func:`siro_data.list_recordings` builds them from Python values.
+
+        Yields
+        ------
+        list of dict
+            The items of one page, as Siro sent them (possibly none).
+
+        Raises
+        ------
+        AuthError
+            The token was rejected (and a provider, if any, could not renew it).
+        SiroAPIError
+            Any other refusal, with the status and the server's own message; also an
+            answer that is not the documented JSON, or a cursor that comes back again.
+
+        Examples
+        --------
+        >>> from siro_data.emulator import Emulator
+        >>> with Emulator(token="tok-example") as emu, SiroClient("tok-example", emu.api_url) as c:
+        ...     sizes = [len(page) for page in c.list_pages({"limit": "5"})]
+        >>> sizes
+        [5, 5, 2]
+        """
+        query = dict(params or {})
+        seen: set[str] = set()
+        while True:
+            response, token = self._call("GET", RECORDINGS_PATH, query)
+            log.debug("recordings page → %s", response.status_code)
+            if response.status_code != 200:
+                raise SiroAPIError(response.status_code, self._message(response, token))
+            items, cursor = self._parse_page(response)
+            yield items
+            if not cursor:
+                return
+            if cursor in seen:  # a server that loops would otherwise never end the listing
+                raise SiroAPIError(200, "recordings listing sent a cursor it had sent before")
+            seen.add(cursor)
+            query["cursor"] = cursor
+
+    def _call(
+        self, method: str, path: str, params: Mapping[str, str] | None = None
+    ) -> tuple[requests.Response, str]:
+        """One paced request with the token, renewed once after a 401; the answer and token."""
         token = self._token.value
-        response = self._post(recording_id, token)
+        response = self._request(method, path, params, token)
         if response.status_code == 401:
             token = self._token.refresh(token)  # raises when it cannot be renewed
-            response = self._post(recording_id, token)
+            response = self._request(method, path, params, token)
             if response.status_code == 401:
                 self._token.give_up()
                 message = self._message(response, token)
                 raise AuthError(401, f"the renewed token was rejected too: {message}")
         self._token.accepted(token)
-        return self._parse(response, token)
+        return response, token
 
-    def _post(self, recording_id: str, token: str) -> requests.Response:
+    def _request(
+        self, method: str, path: str, params: Mapping[str, str] | None, token: str
+    ) -> requests.Response:
         self.rate_limiter.acquire()
         if self._token.hopeless:  # rejected while this thread waited for its slot
             raise AuthError(401, "token rejected")
         try:
-            response = self._sessions.get().post(
-                self.api_url + signed_url_path(recording_id),
+            return self._sessions.get().request(
+                method,
+                self.api_url + path,
+                params=params,
                 headers={TOKEN_HEADER: token},
                 timeout=self.timeout,
             )
         except requests.RequestException as exc:
             message = f"no answer from the API: {describe_error(exc, token)}"
             raise SiroAPIError(None, message) from None
-        log.debug("signedUrl %r → %s", recording_id, response.status_code)
-        return response
 
     def _parse(self, response: requests.Response, token: str) -> SignedURL:
         status = response.status_code
@@ -302,8 +364,29 @@ class SiroClient:
         return SignedURL(url, parse_expiration(data.get("expiration")))
 
     @staticmethod
+    def _parse_page(response: requests.Response) -> tuple[list[dict[str, Any]], str | None]:
+        """A listing page's items and next cursor."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            kind = response.headers.get("Content-Type", "no content type")
+            raise SiroAPIError(200, f"recordings answer is not the expected JSON ({kind})")
+        items = body["data"]
+        if not all(isinstance(item, dict) for item in items):
+            raise SiroAPIError(200, "recordings answer has items that are not objects")
+        cursor = body.get("cursor")
+        if isinstance(cursor, int) and not isinstance(cursor, bool):
+            cursor = str(cursor)  # the spec says string; a number is read too, not lost
+        if cursor is not None and not isinstance(cursor, str):
+            kind = type(cursor).__name__
+            raise SiroAPIError(200, f"recordings answer has a cursor that is not a string ({kind})")
+        return items, cursor
+
+    @staticmethod
     def _message(response: requests.Response, token: str) -> str:
-        """The server's own words: ``error``, or a ZodError's issues, or a text excerpt."""
+        """The server's own words: ``error``, a ZodError's issues, or its plain text."""
         try:
             body = response.json()
         except ValueError:
@@ -317,6 +400,8 @@ class SiroClient:
             message = f"{body.get('name', 'validation error')}: {'; '.join(issues)}"
         elif isinstance(body, dict) and body.get("error"):
             message = str(body["error"])
+        elif response.headers.get("Content-Type", "").startswith("text/plain") and response.text:
+            message = response.text.strip()[:200] or response.reason or "no message"
         else:
             message = response.reason or response.text[:200].strip() or "no message"
         return redact(message, token)
