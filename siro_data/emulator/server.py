@@ -134,7 +134,8 @@ class Faults:
     storage_html: set[str] = field(default_factory=set)
     """ids for which the storage answers 200 text/html (a misbehaving CDN)."""
     redirect: dict[str, str] = field(default_factory=dict)
-    """id -> absolute URL the API answers a 307 to."""
+    """id -> absolute URL the API answers a `redirect_status` to."""
+    redirect_status: Literal[301, 302, 307, 308] = 307
 
 
 @dataclass
@@ -362,7 +363,8 @@ class _ApiHandler(_Handler):
             self._error(status)
             return
         if rec_id in faults.redirect:
-            self._json(307, {"error": "Temporary Redirect"}, {"Location": faults.redirect[rec_id]})
+            status, location = faults.redirect_status, faults.redirect[rec_id]
+            self._json(status, {"error": _phrase(status)}, {"Location": location})
             return
         if rec_id in faults.api_status:
             self._error(faults.api_status[rec_id])
