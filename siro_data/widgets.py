@@ -153,7 +153,10 @@ class Panel:
         self.stop_button.disabled = True
         self._refresh(force=True)
         status = self.status
-        self.stop_button.description = "done" if status == "done" else "stopped"
+        if status == "done":
+            self.stop_button.description = "done"
+        else:
+            self.stop_button.description = "stopped" if status.startswith("stopped") else "ended"
         clean = status == "done" and not self._failed
         self.progress.bar_style = "success" if clean else "warning"
 

@@ -277,6 +277,7 @@ def test_a_run_ended_by_an_error_says_so(clock):
     panel.finished(ok("a"))
     panel.close()  # fetch_all raised (a rejected token, a full disk): no row for the rest
     assert panel.status == "ended early: 2 not fetched — run again to resume"
+    assert panel.stop_button.description == "ended"
     assert panel.progress.bar_style == "warning"
 
 
