@@ -157,4 +157,7 @@ class _RedactQueryFilter(logging.Filter):
         return True
 
 
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactQueryFilter())
+# Every urllib3 logger that writes a request's URL: the pool's request lines, the retry
+# counter's "Incremented Retry for (url=...)", header-parsing warnings, redirects.
+for _name in ("connectionpool", "util.retry", "connection", "poolmanager"):
+    logging.getLogger(f"urllib3.{_name}").addFilter(_RedactQueryFilter())
