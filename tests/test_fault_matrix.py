@@ -107,9 +107,14 @@ def ignore_range(emu: Emulator, bad: str) -> None:
     emu.faults.ignore_range = {bad}
 
 
-def redirect_to_storage(emu: Emulator, bad: str) -> None:
-    """The API answers a 307 to another origin (the storage host)."""
-    emu.faults.redirect[bad] = f"{emu.storage_url}/moved/signedUrl"
+def redirect_to_storage(status: int) -> Setup:
+    """The API answers a redirect to another origin (the storage host)."""
+
+    def setup(emu: Emulator, bad: str) -> None:
+        emu.faults.redirect[bad] = f"{emu.storage_url}/moved/signedUrl"
+        emu.faults.redirect_status = status
+
+    return setup
 
 
 def all_of(*setups: Setup) -> Setup:
@@ -280,8 +285,14 @@ CASES = [
     ),
     Case(
         "307 to another origin",
-        redirect_to_storage,
+        redirect_to_storage(307),
         fails("405: Method Not Allowed", "api_error"),
+        check=token_stayed_home,
+    ),
+    Case(
+        "302 to another origin",
+        redirect_to_storage(302),
+        fails("404: Not Found", "not_found"),
         check=token_stayed_home,
     ),
     Case(
