@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from filelock import FileLock, Timeout
 
 from . import audio
 from .client import SignedURL, SiroClient, TokenSource
@@ -27,6 +28,7 @@ from .download import download, partial_path
 from .exceptions import AuthError, DownloadError, ExpiredURLError, SiroDataError
 from .manifest import Journal, compact, read_manifest, to_frame
 from .naming import file_stem, url_extension
+from .progress import Reporter, TqdmProgress, in_notebook
 from .sessions import DEFAULT_TIMEOUT, ThreadSessions, describe_error, retry_policy
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 MAX_FRUITLESS_SIGNINGS = 3
 #: A URL this close to its expiration is not worth starting a download with.
 EXPIRY_MARGIN_SECONDS = 1.0
+#: How often a waiting thread looks at the stop switch (and the reporter gets a ``poll``).
+POLL_SECONDS = 0.2
+#: Folder in ``out_dir`` for the per-recording locks that keep two processes apart.
+LOCKS_FOLDER = ".locks"
 
 IdsLike = pd.DataFrame | pd.Series | Iterable[Any]
 
@@ -48,7 +54,7 @@ def fetch_all(
     token: TokenSource | None = None,
     api_url: str | None = None,
     workers: int = 8,
-    progress: bool = True,
+    progress: bool | Reporter = True,
     overwrite: bool = False,
     *,
     client: SiroClient | None = None,
@@ -78,8 +84,10 @@ def fetch_all(
         Default: ``$SIRO_API_URL``, else ``https://api.siro.ai``.
     workers : int
         Recordings in flight at once (signing and downloading overlap).
-    progress : bool
-        Show progress bars (widgets in Jupyter).
+    progress : bool or Reporter
+        Show progress: ``tqdm.auto`` bars (text in a terminal, widgets in
+        Jupyter), or nothing, or any :class:`siro_data.progress.Reporter`
+        such as :class:`siro_data.widgets.Panel`, which has a Stop button.
     overwrite : bool
         Fetch every recording again, even those already complete.
     client : SiroClient, optional
@@ -94,7 +102,9 @@ def fetch_all(
     pandas.DataFrame
         The manifest of this call: one row per distinct id, in input order,
         with the columns of :data:`siro_data.manifest.COLUMNS`. A row whose
-        ``error`` is null has its complete, checked file at ``path``.
+        ``error`` is null has its complete, checked file at ``path``. When the
+        run was stopped (the reporter's Stop, or an interrupt in Jupyter), the
+        ids it did not reach have ``error_kind`` "stopped"; run again to resume.
 
     Raises
     ------
@@ -106,6 +116,14 @@ def fetch_all(
     OSError
         Writing failed (a full disk, for instance): the run stopped the same
         way, partial files are kept for the next run.
+    KeyboardInterrupt
+        Outside Jupyter, after the manifest was saved the same way.
+
+    Notes
+    -----
+    Several processes may fetch into one ``out_dir`` and manifest at once:
+    a lock per recording (in ``out_dir/.locks``) keeps them from fetching the
+    same file together, and the manifest's own lock keeps its rows whole.
 
     Examples
     --------
@@ -136,35 +154,78 @@ def fetch_all(
         client = SiroClient(
             token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
         )
+    reporter = _reporter(progress)
+    journal = Journal(manifest_path)
 
-    progress_bars = _Progress(total=len(keys), done=len(rows), enabled=progress)
+    def record(row: dict[str, Any]) -> None:
+        rows[row["recording_id"]] = row
+        journal.append(row)
+        reporter.finished(row)
+
+    def complete_elsewhere(recording_id: str) -> dict[str, Any] | None:
+        """The row of another process that finished this recording since the start."""
+        return _complete_rows(read_manifest(manifest_path), out_dir, {recording_id}).get(
+            recording_id
+        )
+
+    run = _Run(client, out_dir, workers, overwrite, timeout, reporter, complete_elsewhere)
+    reporter.start(total=len(keys), done=len(rows), stop=run.stop.set)
     try:
-        with Journal(manifest_path) as journal:
-
-            def record(row: dict[str, Any]) -> None:
-                rows[row["recording_id"]] = row
-                journal.append(row)
-                progress_bars.finished(row)
-
-            for key in keys:
-                reason = _invalid_reason(key)
-                if reason and key not in rows:
-                    record(_error_row(key, f"invalid id: {reason}", "invalid_id"))
-            if todo:
-                _Run(client, out_dir, workers, overwrite, timeout, progress_bars).execute(
-                    todo, record
-                )
-    finally:
-        progress_bars.close()
-        if own_client:
-            client.close()
-        saved = compact(manifest_path)
-        log.info("manifest saved to %s (%d rows)", manifest_path, len(saved))
+        for key in keys:
+            reason = _invalid_reason(key)
+            if reason and key not in rows:
+                record(_error_row(key, f"invalid id: {reason}", "invalid_id"))
+        if todo:
+            try:
+                run.execute(todo, record)
+            except KeyboardInterrupt:
+                if not in_notebook():
+                    raise
+                log.warning("interrupted: the run stopped, run again to resume")
+        for key in todo:
+            if key not in rows:
+                record(_error_row(key, "not fetched: the run was stopped", "stopped"))
+    except BaseException:
+        _wind_up(reporter, client if own_client else None, manifest_path, failing=True)
+        raise
+    _wind_up(reporter, client if own_client else None, manifest_path, failing=False)
     manifest = to_frame([rows[key] for key in keys])
     failed = int(manifest["error"].notna().sum())
     if failed:
         log.warning("%d of %d recordings failed: see the error column", failed, len(keys))
     return manifest
+
+
+def _reporter(progress: bool | Reporter) -> Reporter:
+    if isinstance(progress, Reporter):
+        return progress
+    if progress and in_notebook():
+        from .widgets import Panel
+
+        return Panel()
+    return TqdmProgress(disable=not progress)
+
+
+def _wind_up(
+    reporter: Reporter, client: SiroClient | None, manifest_path: Path, failing: bool
+) -> None:
+    """Close what the run opened and fold the journal into the manifest.
+
+    While another error is on its way out, a failure to save (the same full
+    disk, say) is logged rather than raised over it: the journal still holds
+    every row, and the next run reads it.
+    """
+    reporter.close()
+    if client is not None:
+        client.close()
+    try:
+        saved = compact(manifest_path)
+    except OSError as exc:
+        if not failing:
+            raise
+        log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
+    else:
+        log.info("manifest saved to %s (%d rows)", manifest_path, len(saved))
 
 
 def normalize_ids(ids: IdsLike, id_column: str = "recording_id") -> list[str | None]:
@@ -220,8 +281,11 @@ def _ensure_writable_dir(folder: Path, what: str) -> None:
         raise ValueError(f"{what} {folder} cannot be created: {exc.strerror}") from None
     if not folder.is_dir():
         raise ValueError(f"{what} {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {folder} is not writable")
+    try:  # a real write: permissions, read-only mounts and ACLs all answer it
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {folder} is not writable: {exc.strerror}") from None
 
 
 def _complete_rows(
@@ -284,29 +348,35 @@ class _Run:
     workers: int
     overwrite: bool
     timeout: tuple[float, float]
-    progress: _Progress
+    reporter: Reporter
+    complete_elsewhere: Callable[[str], dict[str, Any] | None]
     stop: threading.Event = field(default_factory=threading.Event)
 
     def execute(self, todo: list[str], record: Callable[[dict[str, Any]], None]) -> None:
         """Fetch every id; record each row as it finishes; raise what stops the run."""
+        (self.out_dir / LOCKS_FOLDER).mkdir(exist_ok=True)
         sessions = ThreadSessions(retry_policy())
         pool = ThreadPoolExecutor(min(len(todo), self.workers), thread_name_prefix="siro-data")
-        pending = {pool.submit(self._fetch_one, recording_id, sessions) for recording_id in todo}
+        submitted = [pool.submit(self._fetch_one, recording_id, sessions) for recording_id in todo]
+        order = {future: index for index, future in enumerate(submitted)}
+        pending = set(submitted)
         fatal: BaseException | None = None
         try:
-            for future in as_completed(list(pending)):
-                pending.discard(future)
-                error = self._collect(future, record)
-                if error is not None and fatal is None:
-                    fatal = error
-                    self._halt(pending)
+            while pending and not self.stop.is_set():
+                done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=order.get):  # rows that finish together: input order
+                    error = self._collect(future, record)
+                    fatal = fatal or error
+                self.reporter.poll()
+            self._halt(pending)
         except BaseException:  # an interrupt: stop cleanly, keep what finished
             self._halt(pending)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            for future in pending:
-                self._collect(future, record)
+            for future in sorted(pending, key=order.get):
+                error = self._collect(future, record)
+                fatal = fatal or error
             sessions.close()
         if fatal is not None:
             raise fatal
@@ -328,6 +398,21 @@ class _Run:
             future.cancel()
 
     def _fetch_one(self, recording_id: str, sessions: ThreadSessions) -> dict[str, Any]:
+        """One recording, while no other process works on it."""
+        lock = FileLock(self.out_dir / LOCKS_FOLDER / f"{file_stem(recording_id)}.lock")
+        while True:
+            self._check_stop()
+            try:
+                lock.acquire(timeout=POLL_SECONDS)
+                break
+            except Timeout:
+                continue
+        try:
+            return self._fetch_unlocked(recording_id, sessions)
+        finally:
+            lock.release()
+
+    def _fetch_unlocked(self, recording_id: str, sessions: ThreadSessions) -> dict[str, Any]:
         """One recording's whole life: a failure becomes its row; a 401 or disk error stops all."""
         signed = None
         discard = self.overwrite
@@ -340,6 +425,10 @@ class _Run:
                     fruitless += 1
                     continue
                 target = self.out_dir / f"{file_stem(recording_id)}.{url_extension(signed.url)}"
+                if not discard and target.exists():
+                    row = self.complete_elsewhere(recording_id)
+                    if row is not None:  # another process finished it meanwhile
+                        return row
                 self._prepare(target, discard)
                 discard = False
                 held = _size(partial_path(target))
@@ -373,8 +462,16 @@ class _Run:
             )
         except _Stopped:
             raise
-        except (AuthError, OSError):  # a bad token or a full disk: every row would fail alike
+        except AuthError:  # a bad token: every row would fail alike
             self.stop.set()  # before this thread takes the next id
+            raise
+        except OSError as exc:  # a full disk, say: the same
+            self.stop.set()
+            log.error(
+                "%r: cannot write (%s); stopping, partial files are kept",
+                recording_id,
+                describe_error(exc),
+            )
             raise
         except SiroDataError as exc:
             log.info("%r failed: %s", recording_id, exc)
@@ -400,37 +497,8 @@ class _Run:
 
     def _on_bytes(self, count: int) -> None:
         self._check_stop()
-        self.progress.add_bytes(count)
+        self.reporter.add_bytes(count)
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
             raise _Stopped
-
-
-class _Progress:
-    """Two tqdm.auto bars (widgets in Jupyter): recordings done, and bytes received."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self._lock = threading.Lock()
-        self.failed = 0
-        self.recordings = tqdm(
-            total=total, initial=done, desc="recordings", unit="rec", disable=not enabled
-        )
-        self.bytes = tqdm(
-            desc="downloaded", unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled
-        )
-
-    def finished(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            if row.get("error") is not None:
-                self.failed += 1
-                self.recordings.set_postfix(failed=self.failed, refresh=False)
-            self.recordings.update(1)
-
-    def add_bytes(self, count: int) -> None:
-        with self._lock:
-            self.bytes.update(count)
-
-    def close(self) -> None:
-        self.recordings.close()
-        self.bytes.close()

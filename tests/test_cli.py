@@ -17,6 +17,7 @@ from conftest import TOKEN
 
 from siro_data import read_manifest
 from siro_data.emulator import sample_recordings
+from siro_data.manifest import to_frame, write_manifest
 
 COMMAND = [sys.executable, "-m", "siro_data.cli"]
 
@@ -97,25 +98,52 @@ def test_demo_needs_no_token_and_gets_durations_right(tmp_path):
     assert "12 recordings: 12 ok, 0 failed" in out
 
 
+def kill_during_save(process: subprocess.Popen, folder: Path, rng: random.Random) -> None:
+    """SIGKILL the run while it writes the manifest: as soon as its temporary file exists."""
+    deadline = time.monotonic() + 60
+    while not list(folder.glob(".manifest.parquet.*.tmp")):
+        assert process.poll() is None, "the run ended without saving the manifest"
+        assert time.monotonic() < deadline, "no manifest save seen"
+        time.sleep(0.0005)
+    time.sleep(rng.uniform(0, 0.01))
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+
+
 def test_killed_runs_resume_to_identical_files(tmp_path, emulator, ids_csv):
-    """SIGKILL at random moments, then a final run: every file whole, every id once."""
-    emulator.faults.bandwidth = 400_000  # each file takes a fraction of a second
+    """SIGKILL at random moments and during manifest saves, then a final run: nothing lost."""
+    emulator.faults.bandwidth = 150_000  # a whole run takes a few seconds
     emulator.faults.api_latency = 0.02
+    data = tmp_path / "data"
+    data.mkdir()
+    earlier = to_frame(  # rows of an earlier job make each save take a while
+        {"recording_id": f"earlier-{n}", "error": "404: Recording not found"} for n in range(30_000)
+    )
+    write_manifest(earlier, data / "manifest.parquet")
+    command = ["fetch", str(ids_csv), "-q", "--workers", "3"]
     rng = random.Random(7)
-    for _ in range(4):
-        process = siro_data(["fetch", str(ids_csv), "-q", "--workers", "3"], emulator, cwd=tmp_path)
-        time.sleep(rng.uniform(0.8, 2.0))  # past start-up, into the downloads
+    for _ in range(8):
+        process = siro_data(command, emulator, cwd=tmp_path)
+        time.sleep(rng.uniform(0.8, 1.6))  # past start-up, into the downloads
         process.send_signal(signal.SIGKILL)
         process.communicate()
+    for _ in range(3):
+        kill_during_save(siro_data(command, emulator, cwd=tmp_path), data, rng)
+        assert len(read_manifest(data / "manifest.parquet")) >= len(earlier)  # still readable
     code, _, err = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
     assert code == 0, err
 
-    manifest = read_manifest(tmp_path / "data" / "manifest.parquet")
-    assert sorted(manifest["recording_id"]) == sorted(emulator.recordings)
-    for row in manifest.itertuples():
-        data = Path(row.path).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == emulator.recordings[row.recording_id].sha256
-    leftovers = [p.name for p in (tmp_path / "data").rglob("*") if p.suffix in (".part", ".tmp")]
+    manifest = read_manifest(data / "manifest.parquet")
+    assert manifest["recording_id"].is_unique
+    assert len(manifest) == len(earlier) + len(emulator.recordings)
+    ours = manifest[manifest["recording_id"].isin(list(emulator.recordings))]
+    assert ours["error"].isna().all()
+    for row in ours.itertuples():
+        data_bytes = Path(row.path).read_bytes()
+        assert (
+            hashlib.sha256(data_bytes).hexdigest() == emulator.recordings[row.recording_id].sha256
+        )
+    leftovers = [p.name for p in data.rglob("*") if p.suffix in (".part", ".tmp")]
     assert leftovers == []
     total = sum(r.size for r in emulator.recordings.values())
     assert emulator.stats.total_bytes_served <= 1.25 * total

@@ -16,6 +16,7 @@ from conftest import TOKEN
 
 import siro_data
 from siro_data import AuthError, fetch_all, read_manifest
+from siro_data.core import LOCKS_FOLDER
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Recording, make_recording
 from siro_data.manifest import COLUMNS, journal_path
@@ -25,6 +26,16 @@ from siro_data.naming import file_stem
 def run(emu: Emulator, ids, out_dir: Path, manifest_path: Path, **options) -> pd.DataFrame:
     options = {"token": emu.token, "api_url": emu.api_url, "progress": False, **options}
     return fetch_all(ids, out_dir=out_dir, manifest_path=manifest_path, **options)
+
+
+def files_in(out_dir: Path) -> list[Path]:
+    """What a run left in out_dir, but for the folder of per-recording locks."""
+    return [path for path in out_dir.iterdir() if path.name != LOCKS_FOLDER]
+
+
+def in_order(manifest: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """The manifest's rows for ``ids``, in that order."""
+    return manifest.set_index("recording_id").loc[ids].reset_index()
 
 
 def sha256(path: str | Path) -> str:
@@ -54,11 +65,11 @@ def test_fetches_every_recording_byte_identical_with_durations(emulator, out_dir
         assert row.duration == pytest.approx(truth, rel=0.01)
         assert Path(row.path).parent == out_dir.absolute()
         assert row.expiration > pd.Timestamp.now(tz="UTC")
-    assert sorted(p.suffix for p in out_dir.iterdir()) == sorted(
+    assert sorted(p.suffix for p in files_in(out_dir)) == sorted(
         f".{r.extension}" for r in emulator.recordings.values()
     )
-    saved = read_manifest(manifest_path)
-    pd.testing.assert_frame_equal(saved, manifest)
+    saved = read_manifest(manifest_path)  # rows in the order they finished
+    pd.testing.assert_frame_equal(in_order(saved, ids), manifest)
     assert not journal_path(manifest_path).exists()
 
 
@@ -235,7 +246,7 @@ def test_mixed_errors_each_land_in_their_row(emulator, out_dir, manifest_path):
         "ok",
         "ok",
     ]
-    failed_files = [p for p in out_dir.iterdir() if p.name.startswith(tuple(ids[:4]))]
+    failed_files = [p for p in files_in(out_dir) if p.name.startswith(tuple(ids[:4]))]
     assert failed_files == []
 
 
@@ -245,7 +256,7 @@ def test_garbage_served_as_audio_is_an_error_not_a_file(emulator, out_dir, manif
     manifest = run(emulator, ["fake-one"], out_dir, manifest_path)
     assert manifest.loc[0, "error_kind"] == "not_audio"
     assert manifest.loc[0, "error"].startswith("not readable audio")
-    assert list(out_dir.iterdir()) == []
+    assert files_in(out_dir) == []
 
 
 def test_an_unforeseen_error_costs_its_row_not_the_run(
@@ -311,7 +322,7 @@ def test_hostile_ids_stay_inside_out_dir(emulator, out_dir, manifest_path, hosti
     path = Path(manifest.loc[0, "path"])
     assert path.parent == out_dir.absolute()
     assert len(path.name) < 100
-    assert [p.name for p in out_dir.iterdir()] == [path.name]
+    assert [p.name for p in files_in(out_dir)] == [path.name]
     assert emulator.stats.api_calls == {hostile: 1}
 
 
@@ -477,7 +488,9 @@ def test_manifest_on_disk_accumulates_across_calls(emulator, out_dir, manifest_p
     run(emulator, ids[:3], out_dir, manifest_path)
     second = run(emulator, ids[3:], out_dir, manifest_path)
     assert list(second["recording_id"]) == ids[3:]
-    assert list(read_manifest(manifest_path)["recording_id"]) == ids
+    saved = list(read_manifest(manifest_path)["recording_id"])  # each call's rows as they finished
+    assert sorted(saved[:3]) == sorted(ids[:3])
+    assert sorted(saved[3:]) == sorted(ids[3:])
 
 
 def test_overwrite_downloads_again(emulator, out_dir, manifest_path):
