@@ -13,12 +13,14 @@ a fold into parquet) and every read of it happens under a lock file beside it
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's own lock
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +156,17 @@ class Journal:
     def append(self, row: Row) -> None:
         """Record one finished row."""
         line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8")
-        with _locked(self.manifest_path), self.path.open("ab") as journal:
-            fence = b"\n" if journal.tell() and not _ends_with_newline(self.path) else b""
-            journal.write(fence + line + b"\n")
+        with _locked(self.manifest_path):
+            # One descriptor both reads the last byte and appends (a file object would not).
+            journal = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                end = os.fstat(journal).st_size
+                fence = b"\n" if end and os.pread(journal, 1, end - 1) != b"\n" else b""
+                data = memoryview(fence + line + b"\n")
+                while data:
+                    data = data[os.write(journal, data) :]
+            finally:
+                os.close(journal)
 
     def close(self) -> None:
         """Nothing is held between appends; kept so a journal reads as a context manager."""
@@ -194,7 +209,18 @@ def _locked(path: Path, optional: bool = False) -> Iterator[None]:
 
     ``optional``: where the lock cannot be created (a read-only folder, where
     nobody can be writing either), go on without it.
+
+    On POSIX this is the ``flock`` filelock takes (either excludes the other) without
+    filelock's bookkeeping, which costs 0.3 to 1 ms a call: every finished row takes it.
     """
+    if fcntl is not None:
+        held = _flock(lock_path(path).absolute(), optional)
+        if held is not _UNSUPPORTED:
+            try:
+                yield
+            finally:
+                _unflock(held)
+            return
     lock = FileLock(lock_path(path), is_singleton=True)
     try:
         lock.acquire()
@@ -207,6 +233,56 @@ def _locked(path: Path, optional: bool = False) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+_held = threading.local()  # .paths: lock file → depth, for the locks this thread holds
+_UNSUPPORTED = object()
+
+
+def _flock(lock: Path, optional: bool) -> object:
+    """Take `lock` (blocking, re-entrant within a thread): what :func:`_unflock` needs.
+
+    None when `optional` and the lock file cannot be made; ``_UNSUPPORTED`` where the
+    file system has no ``flock`` (filelock then falls back to a lock of its own).
+    """
+    depths: dict[Path, int] = _held.__dict__.setdefault("paths", {})
+    if depths.get(lock):
+        depths[lock] += 1
+        return lock, None
+    try:
+        try:
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # as filelock does, make the folder
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        if not optional:
+            raise
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except BaseException as exc:
+        os.close(descriptor)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSYS:
+            return _UNSUPPORTED
+        raise
+    depths[lock] = 1
+    return lock, descriptor
+
+
+def _unflock(held: object) -> None:
+    if held is None:
+        return
+    lock, descriptor = held
+    depths: dict[Path, int] = _held.paths
+    if descriptor is None:
+        depths[lock] -= 1
+        return
+    del depths[lock]
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
@@ -222,12 +298,6 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 log.warning("skipping a torn line %d of the manifest journal", number)
     return rows
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as existing:
-        existing.seek(-1, os.SEEK_END)
-        return existing.read(1) == b"\n"
 
 
 def _jsonable(value: Any) -> Any:
