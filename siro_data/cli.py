@@ -76,6 +76,7 @@ def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: st
         requests_per_minute=args.requests_per_minute,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        convert_to=args.convert_to,
     )
     print(summarize(manifest))
     print(f"manifest: {Path(args.manifest).absolute()}")
@@ -112,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         help="API pace; Siro allows 1000 per token per minute (lower it to share a token)",
     )
     common.add_argument("--overwrite", action="store_true", help="fetch complete rows again")
+    common.add_argument(
+        "--convert-to",
+        choices=["wav", "flac"],
+        help="also write a WAV or FLAC copy of each recording (the audio_path column)",
+    )
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 

@@ -42,6 +42,8 @@ EXPIRY_MARGIN_SECONDS = 1.0
 POLL_SECONDS = 0.2
 #: Folder in ``out_dir`` for the per-recording locks that keep two processes apart.
 LOCKS_FOLDER = ".locks"
+#: What ``convert_to`` accepts.
+CONVERSIONS = (None, "wav", "flac")
 
 IdsLike = pd.DataFrame | pd.Series | Iterable[Any]
 
@@ -60,6 +62,7 @@ def fetch_all(
     client: SiroClient | None = None,
     requests_per_minute: int = 1000,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    convert_to: str | None = None,
 ) -> pd.DataFrame:
     """Download the audio of many recordings, resumably, and describe it in a manifest.
 
@@ -96,6 +99,11 @@ def fetch_all(
         Pace of API calls; Siro allows 1000 per token per minute.
     timeout : (float, float)
         Connect and read timeouts in seconds, for every request.
+    convert_to : {None, "wav", "flac"}
+        Also write, beside each download, a copy that soundfile and every
+        audio tool read (16-bit PCM, the original rate and channels); its path
+        is the ``audio_path`` column. Copies already made are kept; complete
+        downloads without one are converted without being fetched again.
 
     Returns
     -------
@@ -140,6 +148,8 @@ def fetch_all(
     keys = normalize_ids(ids, id_column)
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if convert_to not in CONVERSIONS:
+        raise ValueError(f"convert_to must be one of {CONVERSIONS}, got {convert_to!r}")
     out_dir = Path(out_dir).expanduser().absolute()
     manifest_path = Path(manifest_path).expanduser().absolute()
     _ensure_writable_dir(out_dir, "out_dir")
@@ -148,8 +158,9 @@ def fetch_all(
     rows: dict[str | None, dict[str, Any]] = {}
     if not overwrite:
         rows.update(_complete_rows(read_manifest(manifest_path), out_dir, set(keys)))
-    todo = [key for key in keys if key not in rows and _invalid_reason(key) is None]
-    own_client = bool(todo) and client is None
+    uncopied = {key: row for key, row in rows.items() if not _has_copy(row, convert_to)}
+    fetch = [key for key in keys if key not in rows and _invalid_reason(key) is None]
+    own_client = bool(fetch) and client is None
     if own_client:
         client = SiroClient(
             token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
@@ -168,8 +179,11 @@ def fetch_all(
             recording_id
         )
 
-    run = _Run(client, out_dir, workers, overwrite, timeout, reporter, complete_elsewhere)
-    reporter.start(total=len(keys), done=len(rows), stop=run.stop.set)
+    run = _Run(
+        client, out_dir, workers, overwrite, timeout, reporter, complete_elsewhere, convert_to
+    )
+    todo = list(uncopied) + fetch
+    reporter.start(total=len(keys), done=len(rows) - len(uncopied), stop=run.stop.set)
     try:
         for key in keys:
             reason = _invalid_reason(key)
@@ -177,12 +191,12 @@ def fetch_all(
                 record(_error_row(key, f"invalid id: {reason}", "invalid_id"))
         if todo:
             try:
-                run.execute(todo, record)
+                run.execute(todo, uncopied, record)
             except KeyboardInterrupt:
                 if not in_notebook():
                     raise
                 log.warning("interrupted: the run stopped, run again to resume")
-        for key in todo:
+        for key in fetch:
             if key not in rows:
                 record(_error_row(key, "not fetched: the run was stopped", "stopped"))
     except BaseException:
@@ -190,7 +204,10 @@ def fetch_all(
         raise
     _wind_up(reporter, client if own_client else None, manifest_path, failing=False)
     manifest = to_frame([rows[key] for key in keys])
-    failed = int(manifest["error"].notna().sum())
+    stopped = int((manifest["error_kind"] == "stopped").sum())
+    failed = int(manifest["error"].notna().sum()) - stopped
+    if stopped:
+        log.warning("the run stopped: %d recordings not fetched, run again to resume", stopped)
     if failed:
         log.warning("%d of %d recordings failed: see the error column", failed, len(keys))
     return manifest
@@ -310,6 +327,14 @@ def _complete_rows(
     return complete
 
 
+def _has_copy(row: dict[str, Any], convert_to: str | None) -> bool:
+    """Whether a complete row already has the copy asked for (an atomic write: whole if there)."""
+    if convert_to is None:
+        return True
+    copy = row.get("audio_path")
+    return not pd.isna(copy) and Path(copy).suffix == f".{convert_to}" and Path(copy).exists()
+
+
 def _error_row(
     recording_id: str | None, error: str, kind: str, signed: SignedURL | None = None
 ) -> dict[str, Any]:
@@ -350,14 +375,27 @@ class _Run:
     timeout: tuple[float, float]
     reporter: Reporter
     complete_elsewhere: Callable[[str], dict[str, Any] | None]
+    convert_to: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def execute(self, todo: list[str], record: Callable[[dict[str, Any]], None]) -> None:
-        """Fetch every id; record each row as it finishes; raise what stops the run."""
+    def execute(
+        self,
+        todo: list[str],
+        uncopied: dict[str, dict[str, Any]],
+        record: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Fetch every id (or only convert the complete ``uncopied`` rows); record each row as
+        it finishes; raise what stops the run.
+        """
         (self.out_dir / LOCKS_FOLDER).mkdir(exist_ok=True)
         sessions = ThreadSessions(retry_policy())
         pool = ThreadPoolExecutor(min(len(todo), self.workers), thread_name_prefix="siro-data")
-        submitted = [pool.submit(self._fetch_one, recording_id, sessions) for recording_id in todo]
+        submitted = [
+            pool.submit(self._copy, uncopied[key])
+            if key in uncopied
+            else pool.submit(self._fetch_one, key, sessions)
+            for key in todo
+        ]
         order = {future: index for index, future in enumerate(submitted)}
         pending = set(submitted)
         fatal: BaseException | None = None
@@ -447,16 +485,18 @@ class _Run:
                     fruitless = 0 if _size(partial_path(target)) > held else fruitless + 1
                     log.info("%r: signed URL expired, asking for a fresh one", recording_id)
                     continue
-                return {
-                    "recording_id": recording_id,
-                    "path": str(result.path),
-                    "expiration": signed.expiration,
-                    "duration": result.verified,
-                    "size_bytes": result.size,
-                    "sha256": result.sha256,
-                    "content_type": result.content_type,
-                    "fetched_at": pd.Timestamp.now(tz="UTC"),
-                }
+                return self._with_copy(
+                    {
+                        "recording_id": recording_id,
+                        "path": str(result.path),
+                        "expiration": signed.expiration,
+                        "duration": result.verified,
+                        "size_bytes": result.size,
+                        "sha256": result.sha256,
+                        "content_type": result.content_type,
+                        "fetched_at": pd.Timestamp.now(tz="UTC"),
+                    }
+                )
             raise DownloadError(
                 f"signed URL expired {MAX_FRUITLESS_SIGNINGS} times in a row without progress"
             )
@@ -480,6 +520,27 @@ class _Run:
             log.exception("%r: unexpected error", recording_id)
             message = f"unexpected error: {describe_error(exc)}"
             return _error_row(recording_id, message, "unexpected", signed)
+
+    def _copy(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A complete download that lacks its copy: convert it, fetching nothing."""
+        self._check_stop()
+        try:
+            return self._with_copy(row)
+        except OSError:
+            self.stop.set()
+            raise
+
+    def _with_copy(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with the copy ``convert_to`` asks for; a failed conversion is its error."""
+        if self.convert_to is None:
+            return row
+        try:
+            copy = audio.convert(row["path"], self.convert_to, overwrite=self.overwrite)
+        except SiroDataError as exc:
+            log.info("%r: conversion to %s failed: %s", row["recording_id"], self.convert_to, exc)
+            message = f"conversion to {self.convert_to} failed: {exc}"
+            return {**row, "error": message, "error_kind": "conversion"}
+        return {**row, "audio_path": str(copy)}
 
     @staticmethod
     def _prepare(target: Path, discard: bool) -> None:

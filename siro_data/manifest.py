@@ -50,6 +50,7 @@ COLUMNS: dict[str, str] = {
     "sha256": "string",
     "content_type": "string",
     "fetched_at": "datetime64[ns, UTC]",
+    "audio_path": "string",
 }
 
 SCHEMA = pa.schema(

@@ -71,6 +71,8 @@ class TqdmProgress:
         )
 
     def finished(self, row: Mapping[str, Any]) -> None:
+        if row.get("error_kind") == "stopped":  # not reached: the bar stays where it stopped
+            return
         with self._lock:
             if row.get("error") is not None:
                 self.failed += 1

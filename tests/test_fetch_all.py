@@ -502,3 +502,43 @@ def test_overwrite_downloads_again(emulator, out_dir, manifest_path):
         emulator.recordings[i].size for i in ids
     )
     assert_identical(manifest, emulator)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_convert_to_writes_readable_copies_and_resumes_them(emulator, out_dir, manifest_path, fmt):
+    """Copies soundfile reads, beside the downloads; made again only where missing."""
+    import soundfile
+
+    ids = list(emulator.recordings)
+    run(emulator, ids[:3], out_dir, manifest_path)  # downloaded before, with no copies
+    emulator.stats.reset()
+
+    manifest = run(emulator, ids, out_dir, manifest_path, convert_to=fmt)
+
+    assert manifest["error"].isna().all(), manifest["error"]
+    assert sorted(emulator.stats.api_calls) == sorted(ids[3:])  # the first three: converted only
+    for row in manifest.itertuples():
+        copy = Path(row.audio_path)
+        assert copy.parent == out_dir.absolute() and copy.suffix == f".{fmt}"
+        info = soundfile.info(copy)
+        assert info.duration == pytest.approx(row.duration, abs=0.05)
+    pd.testing.assert_frame_equal(in_order(read_manifest(manifest_path), ids), manifest)
+
+    lost = Path(manifest.loc[1, "audio_path"])
+    kept = Path(manifest.loc[2, "audio_path"])
+    if lost != Path(manifest.loc[1, "path"]):  # a copy, not the download itself
+        lost.unlink()
+    before = kept.stat()
+    emulator.stats.reset()
+    again = run(emulator, ids, out_dir, manifest_path, convert_to=fmt)
+
+    assert emulator.stats.api_requests == 0 and emulator.stats.total_bytes_served == 0
+    assert Path(again.loc[1, "audio_path"]).exists()
+    after = kept.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+
+
+def test_convert_to_is_checked_before_any_request(emulator, out_dir, manifest_path):
+    with pytest.raises(ValueError, match="convert_to must be one of"):
+        run(emulator, list(emulator.recordings), out_dir, manifest_path, convert_to="mp3")
+    assert emulator.stats.api_requests == 0
