@@ -1,0 +1,357 @@
+"""siro_data against what else one could run, side by side, in one invocation.
+
+Contenders, each in its own process (its CPU seconds and peak RSS are its own), each against
+a fresh emulator in another process (its counters and rate-limit window are the contender's,
+its CPU is not counted against the client):
+
+1. naive: an analyst's loop over the DataFrame: ``requests.post`` for the signed URL, then a
+   streamed ``requests.get`` into a file. It is sequential, so it runs on the first
+   ``--naive-ids`` ids only (its pace does not depend on how many there are).
+2. ``siro_data.fetch_all`` at its default settings, and with ``--tuned-workers``.
+3. sign then aria2c: every id signed first (``SiroClient``, paced, as many threads as
+   aria2c gets connections), then ``aria2c -i urls.txt -j N -x1`` with an ``out=`` per URL.
+4. the lower bound: max(ids ÷ rate limit, bytes ÷ downlink, latency chain ÷ concurrency).
+
+Usage: ``python benchmarks/compare.py`` (``--help`` for the knobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    MB,
+    TOKEN,
+    EmulatorProcess,
+    World,
+    clear,
+    command_line,
+    current_rss,
+    folder_bytes,
+    lower_bound,
+    machine,
+    run_child,
+    table,
+    usage,
+    write_json,
+)
+
+HERE = Path(__file__).resolve()
+
+
+# --- the contenders, each run in a child process -----------------------------------------------
+
+
+def naive(job: dict[str, Any]) -> int:
+    """What an analyst writes by hand (kept as such on purpose)."""
+    import pandas as pd
+    import requests
+
+    df = pd.DataFrame({"recording_id": job["ids"]})
+    api_url, token, out_dir = job["api_url"], job["token"], job["out_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    for _, row in df.iterrows():
+        rec_id = row["recording_id"]
+        r = requests.post(
+            f"{api_url}/v1/core/recordings/{rec_id}/signedUrl",
+            headers={"x-siro-auth-token": token},
+        )
+        r.raise_for_status()
+        url = r.json()["data"]["url"]
+        with requests.get(url, stream=True) as audio:
+            audio.raise_for_status()
+            with open(os.path.join(out_dir, f"{rec_id}.m4a"), "wb") as f:
+                for chunk in audio.iter_content(chunk_size=8192):
+                    f.write(chunk)
+    return len(df)
+
+
+def siro(job: dict[str, Any]) -> int:
+    import siro_data
+
+    settings = {"workers": job["workers"]} if job.get("workers") else {}  # else its default
+    if job.get("requests_per_minute"):
+        settings["requests_per_minute"] = job["requests_per_minute"]
+    if job.get("progress") is not None:
+        settings["progress"] = job["progress"]
+    manifest = siro_data.fetch_all(
+        job["ids"],
+        out_dir=job["out_dir"],
+        manifest_path=job["manifest"],
+        token=job["token"],
+        api_url=job["api_url"],
+        **settings,
+    )
+    return int(manifest["error"].isna().sum())
+
+
+def sign_then_aria2c(job: dict[str, Any]) -> int:
+    from siro_data import SiroClient
+    from siro_data.naming import file_stem, url_extension
+
+    workers = job["workers"]
+    with SiroClient(job["token"], job["api_url"]) as client, ThreadPoolExecutor(workers) as pool:
+        signed = list(pool.map(client.sign, job["ids"]))
+    url_list = Path(job["out_dir"]).with_suffix(".urls.txt")
+    with url_list.open("w") as out:
+        for rec_id, url in zip(job["ids"], signed, strict=True):
+            out.write(f"{url.url}\n  out={file_stem(rec_id)}.{url_extension(url.url)}\n")
+    subprocess.run(
+        [
+            "aria2c",
+            "-i",
+            str(url_list),
+            "-j",
+            str(workers),
+            "-x1",
+            "-d",
+            job["out_dir"],
+            "--file-allocation=none",
+            "--auto-file-renaming=false",
+            "--allow-overwrite=true",
+            "--console-log-level=error",
+            "--summary-interval=0",
+            "--download-result=hide",
+        ],
+        check=True,
+    )
+    return len(signed)
+
+
+CONTENDERS = {"naive": naive, "siro": siro, "aria2c": sign_then_aria2c}
+
+
+def child(name: str, job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    # What every contender imports, loaded before the clock starts.
+    import pandas  # noqa: F401
+    import requests  # noqa: F401
+
+    import siro_data  # noqa: F401
+
+    rss_before = current_rss()
+    before = usage()
+    started = time.perf_counter()
+    ok = CONTENDERS[name](job)
+    wall = time.perf_counter() - started
+    after = usage()
+    write_json(
+        {
+            "ok": ok,
+            "wall": wall,
+            "cpu": after["cpu"] - before["cpu"],
+            # aria2c runs beside its (idle) parent: their peaks are added, an upper bound
+            "peak_rss": after["peak_rss"] + after["children_peak_rss"],
+            "rss_before": rss_before,
+        }
+    )
+
+
+# --- the parent: one contender after another --------------------------------------------------
+
+
+def run(
+    label: str,
+    name: str,
+    workers: int | None,
+    concurrency: int,
+    count: int | None,
+    spec: dict[str, Any],
+    world: World,
+    scratch: Path,
+) -> dict[str, Any]:
+    out_dir = scratch / label.replace(" ", "_")
+    with EmulatorProcess(spec, world) as emulator:
+        ids = emulator.ids[:count] if count else emulator.ids
+        sizes = emulator.sizes[: len(ids)]
+        job = {
+            "ids": ids,
+            "api_url": emulator.api_url,
+            "token": TOKEN,
+            "out_dir": str(out_dir),
+            "manifest": str(scratch / f"{out_dir.name}.parquet"),
+            "workers": workers,
+        }
+        job_path = scratch / f"{out_dir.name}.json"
+        job_path.write_text(json.dumps(job))
+        print(f"  {label}: {len(ids)} ids ...", end="", flush=True)
+        result = run_child([str(HERE), "--child", name, "--job", str(job_path)])
+        stats = emulator.stats()
+    files, received = folder_bytes(out_dir)
+    clear(out_dir)
+    bound = lower_bound(world, sizes, concurrency)
+    print(f" {result['wall']:.1f} s", flush=True)
+    return {
+        "label": label,
+        "ids": len(ids),
+        "concurrency": concurrency,
+        "bytes": sum(sizes),
+        "complete": files == len(ids) and received == sum(sizes) and result["ok"] == len(ids),
+        "bound": bound,
+        **result,
+        "stats": stats,
+    }
+
+
+def report(results: list[dict[str, Any]], world: World) -> str:
+    headers = [
+        "contender",
+        "ids",
+        "conc.",
+        "wall s",
+        "rec/s",
+        "MB/s",
+        "CPU s",
+        "CPU ms/rec",
+        "peak RSS MB",
+        "429s",
+        "conns API/storage",
+        "bound s",
+        "x bound",
+    ]
+    rows = []
+    for r in results:
+        connections = r["stats"]["connections"]
+        rows.append(
+            [
+                r["label"] + ("" if r["complete"] else " (INCOMPLETE)"),
+                r["ids"],
+                r["concurrency"],
+                f"{r['wall']:.1f}",
+                f"{r['ids'] / r['wall']:.2f}",
+                f"{r['bytes'] / MB / r['wall']:.1f}",
+                f"{r['cpu']:.1f}",
+                f"{1000 * r['cpu'] / r['ids']:.0f}",
+                f"{r['peak_rss'] / 2**20:.0f}",
+                r["stats"]["rate_limited"],
+                f"{connections.get('api', 0)}/{connections.get('storage', 0)}",
+                f"{r['bound'].seconds:.1f}",
+                f"{r['wall'] / r['bound'].seconds:.2f}",
+            ]
+        )
+    n, total = results[-1]["ids"], results[-1]["bytes"]
+    sizes_known = [r for r in results if r["ids"] == n]
+    for concurrency in sorted({r["concurrency"] for r in sizes_known if r["concurrency"] > 1}):
+        bound = next(r["bound"] for r in sizes_known if r["concurrency"] == concurrency)
+        rows.append(
+            _bound_row(f"lower bound at {concurrency}", n, concurrency, total, bound.seconds)
+        )
+    return table(headers, rows)
+
+
+def _bound_row(label: str, n: int, concurrency: Any, total: int, seconds: float) -> list[Any]:
+    return [
+        label,
+        n,
+        concurrency,
+        f"{seconds:.1f}",
+        f"{n / seconds:.2f}",
+        f"{total / MB / seconds:.1f}",
+        *["-"] * 6,
+        f"{seconds:.1f}",
+        "1.00",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ids", type=int, default=300, help="recordings (default 300)")
+    parser.add_argument("--naive-ids", type=int, default=40, help="ids for the naive loop")
+    parser.add_argument("--tuned-workers", type=int, default=16)
+    parser.add_argument(
+        "--only", nargs="*", help="run only these contenders (labels' first words)", default=None
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.job)
+        return
+    if not shutil.which("aria2c"):
+        sys.exit("aria2c is not installed (apt-get install aria2)")
+
+    world = World()
+    spec = {"kind": "realistic", "n": args.ids}
+    tuned = args.tuned_workers
+    plan = [
+        ("naive", "naive", None, 1, args.naive_ids),
+        ("siro_data default", "siro", None, 8, None),
+        (f"siro_data workers={tuned}", "siro", tuned, tuned, None),
+        ("sign then aria2c -j 8", "aria2c", 8, 8, None),
+        (f"sign then aria2c -j {tuned}", "aria2c", tuned, tuned, None),
+    ]
+    if args.only:
+        plan = [step for step in plan if step[0].split()[0] in args.only]
+    print(f"machine: {machine()}")
+    print(f"command: {command_line()}")
+    print(f"world:   {world.describe()}")
+    with EmulatorProcess(spec, world) as emulator:
+        sizes = emulator.sizes
+    mean = sum(sizes) / len(sizes) / MB
+    print(
+        f"data:    {len(sizes)} .m4a recordings, {sum(sizes) / MB:.0f} MB, "
+        f"{min(sizes) / MB:.2f} to {max(sizes) / MB:.2f} MB (mean {mean:.2f})"
+    )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="siro-bench-") as folder:
+        for label, name, workers, concurrency, count in plan:
+            results.append(run(label, name, workers, concurrency, count, spec, world, Path(folder)))
+    print()
+    print(report(results, world))
+    print()
+    for r in results:
+        print(
+            f"bound of {r['label']} ({r['ids']} ids at {r['concurrency']}): {r['bound'].describe()}"
+        )
+    unbounded = lower_bound(world, sizes, float("inf"))
+    print(f"bound at any concurrency ({len(sizes)} ids): {unbounded.describe()}")
+    print(f"emulator CPU s per contender: {[round(r['stats']['cpu'], 1) for r in results]}")
+    summarize(results)
+
+
+def summarize(results: list[dict[str, Any]]) -> None:
+    by_label = {r["label"].split(" (")[0]: r for r in results}
+
+    def speed(label: str) -> float | None:
+        r = by_label.get(label)
+        return r["ids"] / r["wall"] if r else None
+
+    default = by_label.get("siro_data default")
+    if default is None:
+        return
+    print()
+    print(f"siro_data default ÷ its bound: {default['wall'] / default['bound'].seconds:.2f}")
+    if speed("naive"):
+        ratio = speed("siro_data default") / speed("naive")
+        print(f"siro_data default vs naive: {ratio:.1f}x the recordings per second")
+    for label in by_label:
+        if label.startswith("sign then aria2c"):
+            workers = label.rsplit(" ", 1)[1]
+            mine = next(
+                (
+                    r
+                    for r in results
+                    if r["label"].startswith("siro_data") and str(r["concurrency"]) == workers
+                ),
+                None,
+            )
+            if mine:
+                print(
+                    f"{label} ÷ siro_data at the same concurrency: "
+                    f"{by_label[label]['wall'] / mine['wall']:.2f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
