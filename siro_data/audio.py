@@ -234,7 +234,8 @@ def convert(
         Format of the copy.
     dest : path-like, optional
         Where to write it; by default beside `path`, its suffix replaced by
-        ``.wav`` or ``.flac``. Missing folders are created.
+        ``.wav`` or ``.flac`` (``.pcm16.wav`` when that is `path` itself, a WAV
+        in another encoding such as G.711 mu-law). Missing folders are created.
     overwrite : bool
         Write again even when `dest` already holds the copy.
 
@@ -258,7 +259,7 @@ def convert(
     OSError
         Writing failed (a full disk, say); nothing is left at `dest`.
     ValueError
-        `fmt` is not "wav" or "flac", or `dest` is the source itself.
+        `fmt` is not "wav" or "flac", or `dest` is given and is the source itself.
 
     Examples
     --------
@@ -283,7 +284,9 @@ def convert(
             log.debug("%s is already %s: kept as it is", source_path.name, container)
             return source_path
         if target.exists() and os.path.samefile(target, source_path):
-            raise ValueError(f"converting {source_path.name} would overwrite it: give dest")
+            if dest is not None:
+                raise ValueError(f"converting {source_path.name} would overwrite it")
+            target = source_path.with_suffix(f".pcm16.{key}")
         if not overwrite and _is_copy_of(target, container, source, source_path):
             log.debug("%s already holds the %s copy of %s", target.name, key, source_path.name)
             return target

@@ -398,16 +398,23 @@ def test_convert_to_an_explicit_destination(tmp_path):
     np.testing.assert_array_equal(soundfile.read(other)[0], soundfile.read(source)[0])
 
 
-def test_convert_keeps_pcm_wav_and_rewrites_other_subtypes(tmp_path):
+def test_convert_keeps_pcm_wav_and_copies_other_encodings(tmp_path):
     float_wav = tmp_path / "float.wav"
     soundfile.write(float_wav, np.zeros(800, np.float32), 8_000, subtype="FLOAT")
     assert convert(float_wav, "wav") == float_wav
-    adpcm = tmp_path / "adpcm.wav"
-    soundfile.write(adpcm, np.zeros(800, np.float32), 8_000, subtype="IMA_ADPCM")
-    with pytest.raises(ValueError, match="would overwrite"):
-        convert(adpcm, "wav")
-    copy = convert(adpcm, "wav", tmp_path / "pcm.wav")
+    # telephony's G.711 mu-law: soundfile reads it, Python's wave module and many tools do not
+    signal_ = speech_like(1.0, 8_000)
+    ulaw = tmp_path / "call.wav"
+    soundfile.write(ulaw, signal_, 8_000, subtype="ULAW")
+    copy = convert(ulaw, "wav")
+    assert copy == tmp_path / "call.pcm16.wav"
     assert soundfile.info(copy).subtype == "PCM_16"
+    np.testing.assert_allclose(soundfile.read(copy)[0], soundfile.read(ulaw)[0], atol=1e-4)
+    assert convert(ulaw, "wav") == copy  # found again, not rewritten
+    explicit = convert(ulaw, "wav", tmp_path / "pcm.wav")
+    assert soundfile.info(explicit).subtype == "PCM_16"
+    with pytest.raises(ValueError, match="would overwrite"):
+        convert(ulaw, "wav", ulaw)
 
 
 def test_convert_content_decides(tmp_path):
