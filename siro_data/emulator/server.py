@@ -136,6 +136,11 @@ class Faults:
     redirect: dict[str, str] = field(default_factory=dict)
     """id -> absolute URL the API answers a `redirect_status` to."""
     redirect_status: Literal[301, 302, 307, 308] = 307
+    token_uses: dict[str, int] = field(default_factory=dict)
+    """token -> signedUrl requests it is still accepted for; then it has expired (401).
+
+    Decremented as requests are accepted: a token that expires mid-run, at a chosen call.
+    """
 
 
 @dataclass
@@ -349,7 +354,7 @@ class _ApiHandler(_Handler):
         if token is None:
             self._json(401, {"error": "Unauthorized: missing x-siro-auth-token header"})
             return
-        if token not in emu.tokens:
+        if token not in emu.tokens or not emu._spend(token):
             self._json(401, {"error": "Unauthorized: invalid or expired access token"})
             return
         if not emu._admit(token):
@@ -727,6 +732,17 @@ class Emulator:
         with self._link_lock:
             self._link_free = max(time.monotonic(), self._link_free) + n / total
             return self._link_free
+
+    def _spend(self, token: str) -> bool:
+        """One use of `token` against `faults.token_uses`; False once none is left."""
+        with self._lock:
+            uses = self.faults.token_uses
+            if token not in uses:
+                return True
+            if uses[token] <= 0:
+                return False
+            uses[token] -= 1
+            return True
 
     def _admit(self, token: str) -> bool:
         """Sliding-window rate limit per token over accepted requests."""
