@@ -299,11 +299,17 @@ def machine() -> str:
         else "aria2c not installed"
     )
     return (
-        f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM; {platform.system()} "
+        f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM ({load()}); {platform.system()} "
         f"{platform.release()}; Python {platform.python_version()}; siro_data "
         f"{siro_data.__version__} at {git_commit()}; requests {requests.__version__}, urllib3 "
         f"{urllib3.__version__}; {aria2_version}"
     )
+
+
+def load() -> str:
+    """The machine's load average: others' work slows every contender alike, but it shows."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} over 1 min, {five:.1f} over 5"
 
 
 def git_commit() -> str:

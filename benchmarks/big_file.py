@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FAST, MB, TOKEN, EmulatorProcess, command_line, machine, run_child, table
+from _common import FAST, MB, TOKEN, EmulatorProcess, command_line, load, machine, run_child, table
 
 COMPARE = Path(__file__).resolve().parent / "compare.py"
 TARGET = 50 * 2**20
@@ -79,6 +79,8 @@ def main() -> None:
             ],
         )
     )
+
+    print(f"\nat the end: {load()}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from _common import (
     EmulatorProcess,
     clear,
     command_line,
+    load,
     machine,
     run_child,
     table,
@@ -260,6 +261,8 @@ def main() -> None:
                     ],
                 )
             )
+
+    print(f"\nat the end: {load()}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from _common import (
     EmulatorProcess,
     command_line,
     folder_bytes,
+    load,
     machine,
     run_child,
     table,
@@ -204,6 +205,8 @@ def main() -> None:
                 ],
             )
         )
+
+    print(f"\nat the end: {load()}")
 
 
 if __name__ == "__main__":
