@@ -1,44 +1,229 @@
-"""The quickstart notebook runs top to bottom with no token, and shows what it promises."""
+"""The quickstart notebook: stored clean, and executed to check what each cell shows.
+
+Without a token it runs on the emulator it starts itself; with ``SIRO_AUTH_TOKEN`` (and
+``SIRO_API_URL``) set, the same cells run against "the real API", played here by an emulator
+in the test process, and must work unchanged.
+"""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
+import re
 import shutil
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
+from siro_data import read_manifest
+from siro_data.emulator import Emulator, sample_recordings
+
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def output_text(cell) -> str:
-    """What a code cell showed: printed text, and its plain-text and HTML results."""
-    parts = []
-    for output in cell.get("outputs", []):
-        parts.append(output.get("text", ""))
-        data = output.get("data", {})
-        parts.append(data.get("text/plain", "") + data.get("text/html", ""))
-    return "".join(parts)
-
-
-def test_quickstart_runs_without_a_token(tmp_path, monkeypatch):
-    monkeypatch.delenv("SIRO_AUTH_TOKEN", raising=False)
+def execute(tmp_path: Path) -> nbformat.NotebookNode:
+    """Run a copy of the notebook in ``tmp_path/notebooks`` (its ``../data`` is in tmp_path)."""
     (tmp_path / "notebooks").mkdir()
     copy = tmp_path / "notebooks" / NOTEBOOK.name
     shutil.copy(NOTEBOOK, copy)
     notebook = nbformat.read(copy, as_version=4)
-
     NotebookClient(notebook, timeout=180, resources={"metadata": {"path": copy.parent}}).execute()
+    return notebook
 
-    setup, fetch, durations, player, rerun, _stop = (
-        output_text(cell) for cell in notebook.cells if cell.cell_type == "code"
-    )
-    assert "12 recording ids" in setup
-    assert "12 recordings: 12 ok, 0 failed" in fetch
-    assert "recording_id" in fetch  # the manifest's head is shown
-    assert "count    12.0" in durations
-    assert "<audio" in player
+
+def code_cells(notebook: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    return {cell.id: cell for cell in notebook.cells if cell.cell_type == "code"}
+
+
+def text(cell: nbformat.NotebookNode, stream: str | None = None) -> str:
+    """What a cell showed as text: one stream, or every stream and plain-text/HTML result."""
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            if stream in (None, output.name):
+                parts.append(output.text)
+        elif stream is None and "data" in output:
+            parts.append(output.data.get("text/plain", "") + output.data.get("text/html", ""))
+    return "".join(parts)
+
+
+def images(cell: nbformat.NotebookNode) -> list[bytes]:
+    return [
+        base64.b64decode(output.data["image/png"])
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+
+
+def shown_widgets(notebook: nbformat.NotebookNode, cell: nbformat.NotebookNode) -> list[str]:
+    """The final HTML and button texts of every widget displayed by the cell (children too)."""
+    state = notebook.metadata["widgets"][WIDGET_STATE]["state"]
+    todo = [
+        output.data[WIDGET_VIEW]["model_id"]
+        for output in cell.outputs
+        if WIDGET_VIEW in output.get("data", {})
+    ]
+    texts = []
+    while todo:
+        model = state[todo.pop(0)]
+        values = model["state"]
+        if model["model_name"] == "HTMLModel":
+            texts.append(values["value"])
+        if model["model_name"] == "ButtonModel":
+            texts.append(values["description"])
+        todo += [child.removeprefix("IPY_MODEL_") for child in values.get("children", [])]
+    return texts
+
+
+def number(pattern: str, haystack: str) -> float:
+    found = re.search(pattern, haystack)
+    assert found, f"{pattern!r} not in {haystack!r}"
+    return float(found.group(1))
+
+
+def assert_plots(cells: dict[str, nbformat.NotebookNode]) -> None:
+    for name in ("histogram", "compare", "samples"):
+        pictures = images(cells[name])
+        assert len(pictures) == 1, name
+        assert pictures[0].startswith(PNG_SIGNATURE) and len(pictures[0]) > 5_000, name
+
+
+def test_the_committed_notebook_has_no_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    assert "widgets" not in notebook.metadata
+    assert "SIRO_AUTH_TOKEN" in notebook.cells[0].source  # the first cell says how to use Siro
+
+
+def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_path, monkeypatch):
+    monkeypatch.delenv("SIRO_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("SIRO_API_URL", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the demo's fresh folder lands in tmp_path
+    samples = list(sample_recordings().values())  # what the notebook's emulator serves
+    refused, garbled = samples[1:3]
+    first = samples[0]
+
+    notebook = execute(tmp_path)
+    cells = code_cells(notebook)
+
+    setup = text(cells["setup"])
+    assert "Using the emulator: no token, no network" in setup
+    folder = Path(re.search(r"Data folder: (.+)", setup).group(1).strip())
+    assert folder.parent == tmp_path.resolve()
+    assert not (tmp_path / "data").exists()  # the demo leaves the repository's data alone
+
+    assert "12 ids read from ids.csv" in text(cells["csv"])
+    assert first.id in text(cells["csv"])
+    listing = text(cells["listing"])
+    assert "12 recordings listed" in listing
+    newest = max(samples, key=lambda rec: rec.date_created)  # Siro lists the newest first
+    assert "duration_api" in listing and newest.id in listing and newest.title in listing
+
+    # The live panel: its final state, and the warning the run logged.
+    fetch_panel = " ".join(shown_widgets(notebook, cells["fetch"]))
+    assert "10 done · 2 failed · 0 remaining" in fetch_panel
+    assert refused.id in fetch_panel and "forbidden" in fetch_panel
+    assert garbled.id in fetch_panel and "not_audio" in fetch_panel
+    assert "2 of 12 recordings failed" in text(cells["fetch"], "stderr")
+
+    manifest = text(cells["manifest"], "stdout")
+    assert "10 of 12 recordings ok" in manifest
+    assert "Failed, by kind: {'forbidden': 1, 'not_audio': 1}" in manifest
+    ok_hours = sum(rec.duration for rec in samples if rec not in (refused, garbled)) / 3600
+    assert number(r"([\d.]+) hours of audio", manifest) == pytest.approx(ok_hours, abs=0.001)
+
+    summary = text(cells["summary"])
+    assert "12 recordings: 10 ok, 2 failed" in summary
+    assert f"forbidden: 1 (e.g. '{refused.id}': 403" in summary
+    assert f"not_audio: 1 (e.g. '{garbled.id}'" in summary
+    assert "hours in" in summary
+
+    retry = text(cells["retry"], "stdout")
+    assert "2 recordings: 2 ok, 0 failed" in retry
+    assert "2 done · 0 failed · 0 remaining" in " ".join(shown_widgets(notebook, cells["retry"]))
+
+    saved = text(cells["saved"], "stdout")
+    assert "12 rows in manifest.parquet" in saved
+    assert "Same column types as fetch_all returns: True" in saved
+    assert "12 recordings: 12 ok, 0 failed" in saved
+
+    compare = text(cells["compare"], "stdout")
+    assert "12 recordings in both" in compare
+    truth = max(abs(rec.duration - rec.duration_ms_api / 1000) for rec in samples)
+    gap = number(r"largest difference: ([\d.]+) s", compare)
+    assert gap < 0.01 and gap == pytest.approx(truth, abs=0.001)
+    assert_plots(cells)
+
+    listen = text(cells["listen"])
+    assert f"{first.id}: {first.duration:.2f} s" in listen
+    player = re.search(r'<audio[^>]*>\s*<source src="data:audio/mp4;base64,([^"]+)"', listen)
+    assert player, listen[:500]
+    assert hashlib.sha256(base64.b64decode(player.group(1))).hexdigest() == first.sha256
+
+    frames = round(first.duration * 16_000)
+    loaded = text(cells["samples"], "stdout")
+    assert f"shape ({frames},), float32, 16000 Hz: {first.duration:.2f} s" in loaded
+
+    wav = text(cells["wav"], "stdout")
+    assert "12 WAV copies" in wav
+    assert f"shape ({frames},), 16000 Hz" in wav
+
+    rerun = text(cells["rerun"], "stdout")
+    assert "12 recordings: 12 ok, 0 failed" in rerun
     assert "API calls: 0, bytes downloaded: 0" in rerun
-    assert (tmp_path / "data" / "manifest.parquet").exists()
-    audio_files = (tmp_path / "data" / "recordings").glob("*-*.*")
-    assert len([path for path in audio_files if path.suffix != ".part"]) == 12
+    rerun_panel = " ".join(shown_widgets(notebook, cells["rerun"]))
+    assert "12 done · 0 failed · 0 remaining · 0.0 MB received" in rerun_panel
+
+    on_disk = read_manifest(folder / "manifest.parquet")
+    assert len(on_disk) == 12 and on_disk["error"].isna().all()
+    assert on_disk["audio_path"].map(lambda path: Path(path).suffix).eq(".wav").all()
+    assert set(on_disk["recording_id"]) == {rec.id for rec in samples}
+
+
+def test_quickstart_with_a_token_uses_the_api_unchanged(tmp_path, monkeypatch):
+    now = datetime.now(timezone.utc)
+    recent = [  # the last 7 days are what the notebook lists with a token
+        dataclasses.replace(rec, date_created=now - timedelta(days=1, minutes=index))
+        for index, rec in enumerate(sample_recordings().values())
+    ]
+    with Emulator(recent, token="tok-quickstart") as api:
+        monkeypatch.setenv("SIRO_AUTH_TOKEN", api.token)
+        monkeypatch.setenv("SIRO_API_URL", api.api_url)
+        notebook = execute(tmp_path)
+        stats = api.stats
+
+    cells = code_cells(notebook)
+    shown = "".join(text(cell) for cell in cells.values())
+    assert "Using the Siro API with your SIRO_AUTH_TOKEN" in text(cells["setup"])
+    assert "emulator" not in shown.lower()
+    assert "API calls" not in shown  # the emulator's counts are shown only in the demo
+    assert "the listing below says what to fetch" in text(cells["csv"])
+    assert "12 recordings listed" in text(cells["listing"])
+    assert "12 of 12 recordings ok" in text(cells["manifest"])
+    assert "Failed, by kind: {}" in text(cells["manifest"])
+    assert "0 recordings: 0 ok, 0 failed" in text(cells["retry"])
+    assert "Same column types as fetch_all returns: True" in text(cells["saved"])
+    assert "12 recordings in both" in text(cells["compare"])
+    assert_plots(cells)
+    assert "<audio" in text(cells["listen"])
+    assert "12 recordings: 12 ok, 0 failed" in text(cells["rerun"])
+
+    # One listing and one signed URL and download per recording over the whole notebook:
+    # the retry, the WAV copies and the re-run asked Siro nothing and downloaded nothing.
+    assert stats.listing_requests == 1
+    assert stats.api_calls == {rec.id: 1 for rec in recent}
+    assert dict(stats.bytes_served) == {rec.id: rec.size for rec in recent}
+    data = tmp_path / "data"  # the repository's data folder, seen from notebooks/
+    on_disk = read_manifest(data / "manifest.parquet")
+    assert len(on_disk) == 12 and on_disk["error"].isna().all()
+    assert all(Path(path).parent == data.resolve() / "recordings" for path in on_disk["path"])
