@@ -225,14 +225,30 @@ class EmulatorProcess:
 
 
 def usage() -> dict[str, float]:
-    """CPU seconds so far (this process and its waited-for children) and peak RSS in bytes."""
+    """CPU seconds so far (this process and its waited-for children), and peak RSS in bytes.
+
+    The peak is the kernel's high-water mark of this program's own memory (``VmHWM``), not
+    ``ru_maxrss``: Linux carries a parent's peak over into a child's ``ru_maxrss`` across
+    fork and exec, so a child of a big parent would report the parent's size.
+    """
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "cpu": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
-        "peak_rss": own.ru_maxrss * 1024,  # kilobytes on Linux
-        "children_peak_rss": children.ru_maxrss * 1024,
+        "peak_rss": peak_rss(),
     }
+
+
+def peak_rss(pid: int | str = "self") -> int:
+    """High-water mark of a process's resident set, in bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def current_rss() -> int:
