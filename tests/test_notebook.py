@@ -111,7 +111,7 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the demo's fresh folder lands in tmp_path
     samples = list(sample_recordings().values())  # what the notebook's emulator serves
     refused, garbled = samples[1:3]
-    first = samples[0]
+    longest = max(samples, key=lambda rec: rec.duration)  # the one heard and loaded
 
     notebook = execute(tmp_path)
     cells = code_cells(notebook)
@@ -123,7 +123,7 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
     assert not (tmp_path / "data").exists()  # the demo leaves the repository's data alone
 
     assert "12 ids read from ids.csv" in text(cells["csv"])
-    assert first.id in text(cells["csv"])
+    assert samples[0].id in text(cells["csv"])
     listing = text(cells["listing"])
     assert "12 recordings listed" in listing
     newest = max(samples, key=lambda rec: rec.date_created)  # Siro lists the newest first
@@ -165,18 +165,19 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
     assert_plots(cells)
 
     listen = text(cells["listen"])
-    assert f"{first.id}: {first.duration:.2f} s" in listen
+    assert f"{longest.id}: {longest.duration:.2f} s" in listen
     player = re.search(r'<audio[^>]*>\s*<source src="data:audio/mp4;base64,([^"]+)"', listen)
     assert player, listen[:500]
-    assert hashlib.sha256(base64.b64decode(player.group(1))).hexdigest() == first.sha256
+    assert hashlib.sha256(base64.b64decode(player.group(1))).hexdigest() == longest.sha256
 
-    frames = round(first.duration * 16_000)
+    assert longest.extension == "m4a"  # 16 kHz AAC: decoded to its exact length
+    frames = round(longest.duration * 16_000)
     loaded = text(cells["samples"], "stdout")
-    assert f"shape ({frames},), float32, 16000 Hz: {first.duration:.2f} s" in loaded
+    assert f"shape ({frames},), float32, 16000 Hz: {longest.duration:.2f} s" in loaded
 
     wav = text(cells["wav"], "stdout")
     assert "12 WAV copies" in wav
-    assert f"shape ({frames},), 16000 Hz" in wav
+    assert f"reads {longest.id}-" in wav and f".wav: shape ({frames},), 16000 Hz" in wav
 
     rerun = text(cells["rerun"], "stdout")
     assert "12 recordings: 12 ok, 0 failed" in rerun
