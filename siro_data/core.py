@@ -200,9 +200,9 @@ def fetch_all(
             if key not in rows:
                 record(_error_row(key, "not fetched: the run was stopped", "stopped"))
     except BaseException:
-        _wind_up(reporter, client if own_client else None, manifest_path, failing=True)
+        _wind_up(reporter, client if own_client else None, manifest_path, keys, failing=True)
         raise
-    _wind_up(reporter, client if own_client else None, manifest_path, failing=False)
+    _wind_up(reporter, client if own_client else None, manifest_path, keys, failing=False)
     manifest = to_frame([rows[key] for key in keys])
     stopped = int((manifest["error_kind"] == "stopped").sum())
     failed = int(manifest["error"].notna().sum()) - stopped
@@ -224,9 +224,13 @@ def _reporter(progress: bool | Reporter) -> Reporter:
 
 
 def _wind_up(
-    reporter: Reporter, client: SiroClient | None, manifest_path: Path, failing: bool
+    reporter: Reporter,
+    client: SiroClient | None,
+    manifest_path: Path,
+    keys: list[str | None],
+    failing: bool,
 ) -> None:
-    """Close what the run opened and fold the journal into the manifest.
+    """Close what the run opened and fold the journal into the manifest, new rows in input order.
 
     While another error is on its way out, a failure to save (the same full
     disk, say) is logged rather than raised over it: the journal still holds
@@ -236,7 +240,7 @@ def _wind_up(
     if client is not None:
         client.close()
     try:
-        saved = compact(manifest_path)
+        saved = compact(manifest_path, order=keys)
     except OSError as exc:
         if not failing:
             raise

@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -179,11 +179,13 @@ class Journal:
         self.close()
 
 
-def compact(path: str | os.PathLike[str]) -> pd.DataFrame:
+def compact(path: str | os.PathLike[str], order: Sequence[str | None] = ()) -> pd.DataFrame:
     """Fold the journal into the parquet file, then drop the journal; the whole manifest.
 
-    With nothing journaled and the file in place, the file is left as it is.
-    Temporary files left by a save that was killed are removed.
+    Rows are journaled as they finish; recordings new to the file and named in
+    ``order`` (a call's ids) are saved in that order instead. With nothing
+    journaled and the file in place, the file is left as it is. Temporary
+    files left by a save that was killed are removed.
     """
     path = Path(path)
     journal = journal_path(path)
@@ -191,11 +193,35 @@ def compact(path: str | os.PathLike[str]) -> pd.DataFrame:
         for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
             stale.unlink(missing_ok=True)
         unchanged = path.exists() and (not journal.exists() or journal.stat().st_size == 0)
-        manifest = read_manifest(path)
-        if not unchanged:
+        if unchanged:
+            manifest = read_manifest(path)
+        else:
+            before = _saved_ids(path)
+            manifest = _new_rows_in_order(read_manifest(path), before, order)
             write_manifest(manifest, path)
         journal.unlink(missing_ok=True)
     return manifest
+
+
+def _saved_ids(path: Path) -> set[str | None]:
+    if not path.exists():
+        return set()
+    return set(pq.read_table(path, columns=["recording_id"]).column(0).to_pylist())
+
+
+def _new_rows_in_order(
+    manifest: pd.DataFrame, before: set[str | None], order: Sequence[str | None]
+) -> pd.DataFrame:
+    """The rows of recordings not in ``before`` and named in ``order``, put in that order
+    within the places they hold; every other row stays where it is.
+    """
+    rank = {key: position for position, key in enumerate(order)}
+    ids = [None if key is pd.NA else key for key in manifest["recording_id"].tolist()]
+    slots = [row for row, key in enumerate(ids) if key in rank and key not in before]
+    rows = list(range(len(manifest)))
+    for slot, row in zip(slots, sorted(slots, key=lambda row: rank[ids[row]]), strict=True):
+        rows[slot] = row
+    return to_frame(manifest.iloc[rows].reset_index(drop=True))
 
 
 def lock_path(path: str | os.PathLike[str]) -> Path:

@@ -33,11 +33,6 @@ def files_in(out_dir: Path) -> list[Path]:
     return [path for path in out_dir.iterdir() if path.name != LOCKS_FOLDER]
 
 
-def in_order(manifest: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
-    """The manifest's rows for ``ids``, in that order."""
-    return manifest.set_index("recording_id").loc[ids].reset_index()
-
-
 def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -68,8 +63,7 @@ def test_fetches_every_recording_byte_identical_with_durations(emulator, out_dir
     assert sorted(p.suffix for p in files_in(out_dir)) == sorted(
         f".{r.extension}" for r in emulator.recordings.values()
     )
-    saved = read_manifest(manifest_path)  # rows in the order they finished
-    pd.testing.assert_frame_equal(in_order(saved, ids), manifest)
+    pd.testing.assert_frame_equal(read_manifest(manifest_path), manifest)
     assert not journal_path(manifest_path).exists()
 
 
@@ -488,9 +482,7 @@ def test_manifest_on_disk_accumulates_across_calls(emulator, out_dir, manifest_p
     run(emulator, ids[:3], out_dir, manifest_path)
     second = run(emulator, ids[3:], out_dir, manifest_path)
     assert list(second["recording_id"]) == ids[3:]
-    saved = list(read_manifest(manifest_path)["recording_id"])  # each call's rows as they finished
-    assert sorted(saved[:3]) == sorted(ids[:3])
-    assert sorted(saved[3:]) == sorted(ids[3:])
+    assert list(read_manifest(manifest_path)["recording_id"]) == ids
 
 
 def test_overwrite_downloads_again(emulator, out_dir, manifest_path):
@@ -522,7 +514,7 @@ def test_convert_to_writes_readable_copies_and_resumes_them(emulator, out_dir, m
         assert copy.parent == out_dir.absolute() and copy.suffix == f".{fmt}"
         info = soundfile.info(copy)
         assert info.duration == pytest.approx(row.duration, abs=0.05)
-    pd.testing.assert_frame_equal(in_order(read_manifest(manifest_path), ids), manifest)
+    pd.testing.assert_frame_equal(read_manifest(manifest_path), manifest)
 
     lost = Path(manifest.loc[1, "audio_path"])
     kept = Path(manifest.loc[2, "audio_path"])

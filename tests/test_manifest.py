@@ -119,3 +119,17 @@ def test_compact_with_nothing_journaled_leaves_the_file_alone(tmp_path):
     assert len(compact(path)) == 1
     assert path.stat().st_mtime_ns == before
     assert not journal_path(path).exists()
+
+
+def test_compact_saves_new_rows_in_the_calls_order_and_keeps_the_others_in_place(tmp_path):
+    """Rows are journaled as they finish; the saved file lists a call's new ids as given."""
+    path = tmp_path / "m.parquet"
+    write_manifest(to_frame([ok_row("old-1"), ok_row("old-2")]), path)
+    with Journal(path) as journal:
+        for key in ["c", "old-2", "other-process", "a", "b"]:
+            journal.append(ok_row(key))
+
+    saved = compact(path, order=["a", "b", "old-2", "c"])
+
+    assert list(saved["recording_id"]) == ["old-1", "old-2", "a", "other-process", "b", "c"]
+    pd.testing.assert_frame_equal(read_manifest(path), saved)
