@@ -333,16 +333,23 @@ class SiroClient:
         if self._token.hopeless:  # rejected while this thread waited for its slot
             raise AuthError(401, "token rejected")
         try:
-            return self._sessions.get().request(
+            response = self._sessions.get().request(
                 method,
                 self.api_url + path,
                 params=params,
                 headers={TOKEN_HEADER: token},
                 timeout=self.timeout,
+                allow_redirects=False,  # a POST turned GET, or a token sent elsewhere: refuse
             )
         except requests.RequestException as exc:
             message = f"no answer from the API: {describe_error(exc, token)}"
             raise SiroAPIError(None, message) from None
+        if response.is_redirect:
+            where = urlsplit(response.headers.get("Location", ""))
+            origin = f"{where.scheme}://{where.netloc}" if where.netloc else "the same host"
+            message = f"the API redirected to {origin}{where.path} (not followed; check api_url)"
+            raise SiroAPIError(response.status_code, redact(message, token))
+        return response
 
     def _parse(self, response: requests.Response, token: str) -> SignedURL:
         status = response.status_code

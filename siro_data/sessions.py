@@ -2,7 +2,7 @@
 
 One place decides the User-Agent, the timeouts, the retry policy (urllib3
 ``Retry``: backoff with jitter, ``Retry-After`` honoured) and how secrets are
-kept out of redirects, messages and logs.
+kept out of messages and logs.
 """
 
 from __future__ import annotations
@@ -89,22 +89,9 @@ def retry_policy(attempts: int = 5, backoff: float = 0.5, retry_after_max: float
     )
 
 
-class _SameOriginAuthSession(requests.Session):
-    """A Session that drops the Siro token when a redirect leaves the origin.
-
-    ``requests`` strips only ``Authorization`` on such redirects; our token
-    travels in its own header, so it is stripped here too.
-    """
-
-    def rebuild_auth(self, prepared_request, response):
-        super().rebuild_auth(prepared_request, response)
-        if self.should_strip_auth(response.request.url, prepared_request.url):
-            prepared_request.headers.pop(TOKEN_HEADER, None)
-
-
 def make_session(retries: Retry | None = None, pool_size: int = 4) -> requests.Session:
     """A Session with our User-Agent, the retry policy and a connection pool."""
-    session = _SameOriginAuthSession()
+    session = requests.Session()
     adapter = HTTPAdapter(
         max_retries=retries or retry_policy(), pool_connections=4, pool_maxsize=pool_size
     )

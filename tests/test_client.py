@@ -569,26 +569,25 @@ def test_signed_url_path_examples() -> None:
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-def test_redirect_to_another_origin_drops_the_token(
+def test_a_redirect_is_reported_not_followed(
     emu: Emulator,
     client: SiroClient,
     rid: str,
     other_origin: ThreadingHTTPServer,
     host: str,
 ) -> None:
-    """A 307 to another port or host is followed, but the token is not sent there."""
+    """A 307 to another port or host: nothing is sent there, the row says where it pointed."""
     port = other_origin.server_address[1]
-    emu.faults.redirect[rid] = f"http://{host}:{port}/v1/core/recordings/moved/signedUrl"
-    signed = client.sign(rid)
-    assert signed.url == "http://127.0.0.1:9/elsewhere/audio.m4a?x=1"
+    emu.faults.redirect[rid] = f"http://{host}:{port}/v1/core/recordings/moved/signedUrl?k=v"
+    with pytest.raises(SiroAPIError) as info:
+        client.sign(rid)
+    assert info.value.status == 307
+    assert str(info.value) == (
+        f"307: the API redirected to http://{host}:{port}/v1/core/recordings/moved/signedUrl"
+        " (not followed; check api_url)"
+    )
     assert emu.stats.api_headers[0][TOKEN_HEADER] == TOKEN
-    seen = other_origin.seen  # type: ignore[attr-defined]
-    assert len(seen) == 1
-    assert seen[0]["method"] == "POST"  # 307 keeps the method
-    assert seen[0]["path"] == "/v1/core/recordings/moved/signedUrl"
-    assert seen[0]["user-agent"] == f"siro-data/{__version__}"
-    assert TOKEN_HEADER not in seen[0]
-    assert all(TOKEN not in value for value in seen[0].values())
+    assert other_origin.seen == []  # type: ignore[attr-defined]
 
 
 # --- construction --------------------------------------------------------------------------------
