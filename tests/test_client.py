@@ -8,7 +8,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
-import itertools
 import json
 import sys
 import threading
@@ -433,8 +432,9 @@ def test_client_paces_requests(emu: Emulator, rid: str) -> None:
     times = emu.stats.api_request_times
     assert len(times) == 11
     assert times[-1] - times[0] >= 1.0 - 0.02
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.101 - 0.02
+    # Slots are fixed in time: a request the machine delayed does not push back the next one,
+    # so single gaps may shrink under load; no 0.5 s holds more than its 5 slots (+1 edge).
+    assert max(sum(t <= start + 0.5 for t in times[i:]) for i, start in enumerate(times)) <= 6
 
 
 class _FakeTime:
