@@ -25,7 +25,7 @@ from .exceptions import (
     SiroDataError,
 )
 from .listing import list_recordings
-from .manifest import COLUMNS, read_manifest, write_manifest
+from .manifest import COLUMNS, read_manifest, summarize, write_manifest
 from .naming import file_stem
 from .ratelimit import RateLimiter
 
@@ -51,5 +51,6 @@ __all__ = [
     "load_audio",
     "read_manifest",
     "sign",
+    "summarize",
     "write_manifest",
 ]

@@ -150,8 +150,8 @@ def fetch_all(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if convert_to not in CONVERSIONS:
         raise ValueError(f"convert_to must be one of {CONVERSIONS}, got {convert_to!r}")
-    out_dir = Path(out_dir).expanduser().absolute()
-    manifest_path = Path(manifest_path).expanduser().absolute()
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))  # ".." folded, links kept
+    manifest_path = Path(os.path.abspath(Path(manifest_path).expanduser()))
     _ensure_writable_dir(out_dir, "out_dir")
     _ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
 

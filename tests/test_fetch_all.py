@@ -534,3 +534,14 @@ def test_convert_to_is_checked_before_any_request(emulator, out_dir, manifest_pa
     with pytest.raises(ValueError, match="convert_to must be one of"):
         run(emulator, list(emulator.recordings), out_dir, manifest_path, convert_to="mp3")
     assert emulator.stats.api_requests == 0
+
+
+def test_paths_in_the_manifest_are_absolute_without_dot_dot(
+    emulator, tmp_path, monkeypatch, manifest_path
+):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    rec_id = next(iter(emulator.recordings))
+    manifest = run(emulator, [rec_id], Path("../data/recordings"), Path("../data/m.parquet"))
+    assert manifest.loc[0, "path"].startswith(str(tmp_path / "data" / "recordings") + "/")
+    assert (tmp_path / "data" / "m.parquet").exists()
