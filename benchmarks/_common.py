@@ -235,6 +235,7 @@ def usage() -> dict[str, float]:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "cpu": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+        "system": own.ru_stime + children.ru_stime,
         "peak_rss": peak_rss(),
     }
 

@@ -161,6 +161,7 @@ def child(name: str, job_path: str) -> None:
             "ok": ok,
             "wall": wall,
             "cpu": after["cpu"] - before["cpu"],
+            "system": after["system"] - before["system"],
             # aria2c runs beside its (idle) parent: their peaks are added, an upper bound
             "peak_rss": after["peak_rss"] + HELPER_PEAK_RSS[0],
             "rss_before": rss_before,

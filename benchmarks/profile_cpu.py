@@ -217,6 +217,7 @@ def main() -> None:
                     f"{r['wall']:.1f}",
                     f"{r['cpu']:.2f}",
                     f"{1000 * r['cpu'] / r['n']:.1f}",
+                    f"{1000 * r['system'] / r['n']:.1f}",
                     f"{1000 * r['cpu'] / (r['bytes'] / MB):.2f}",
                     f"{1000 * r['emulator']['cpu'] / r['n']:.1f}",
                 ]
@@ -232,6 +233,7 @@ def main() -> None:
                     "wall s",
                     "CPU s",
                     "CPU ms/rec",
+                    "of which kernel",
                     "CPU ms/MB",
                     "emulator CPU ms/rec",
                 ],
