@@ -70,6 +70,8 @@ def fetch_all(
     ----------
     ids : DataFrame, Series or iterable
         Recording ids: a DataFrame's ``id_column``, or the values themselves.
+        A Dask DataFrame or Series runs on the cluster: see
+        :func:`siro_data.dask.fetch_all` (``manifest_path`` is then a folder).
         Duplicates are fetched once; numbers become strings; a null or empty
         id becomes a row with an error.
     id_column : str
@@ -145,6 +147,22 @@ def fetch_all(
     >>> print(manifest["error"].isna().all())
     True
     """
+    if _is_dask(ids):
+        from .dask import fetch_all as fetch_on_dask
+
+        return fetch_on_dask(
+            ids,
+            id_column,
+            out_dir,
+            manifest_path,
+            token,
+            api_url,
+            workers,
+            overwrite,
+            requests_per_minute=requests_per_minute,
+            timeout=timeout,
+            convert_to=convert_to,
+        )
     keys = normalize_ids(ids, id_column)
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -247,6 +265,11 @@ def _wind_up(
         log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
     else:
         log.info("manifest saved to %s (%d rows)", manifest_path, len(saved))
+
+
+def _is_dask(ids: Any) -> bool:
+    """A Dask DataFrame or Series (told without importing Dask)."""
+    return type(ids).__module__.startswith("dask") and hasattr(ids, "to_delayed")
 
 
 def normalize_ids(ids: IdsLike, id_column: str = "recording_id") -> list[str | None]:

@@ -109,9 +109,13 @@ def _temporary_prefix(path: Path) -> str:
 
 
 def journal_path(path: str | os.PathLike[str]) -> Path:
-    """The journal that sits beside a manifest while rows are being added."""
+    """The journal that sits beside a manifest while rows are being added.
+
+    Its name starts with a dot, as the lock's does: parquet readers skip such
+    files, so a folder of manifests reads as one dataset.
+    """
     path = Path(path)
-    return path.with_name(path.name + ".journal")
+    return path.with_name(f".{path.name}.journal")
 
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -119,8 +123,12 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     The latest row of each recording wins. A missing file reads as an empty
     manifest; dtypes are exactly those :func:`siro_data.fetch_all` returns.
+    ``path`` may also be a folder of manifests (one per partition, as a Dask
+    run writes them): it reads as one, the latest ``fetched_at`` winning.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_dataset(path)
     parts = []
     with _locked(path, optional=True):
         if path.exists():
@@ -131,6 +139,21 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not parts:
         return empty_manifest()
     return latest_rows(pd.concat(parts, ignore_index=True))
+
+
+def _read_dataset(folder: Path) -> pd.DataFrame:
+    journaled = (name[1 : -len(".journal")] for name in _names(folder, ".*.parquet.journal"))
+    names = sorted(set(_names(folder, "*.parquet")) | set(journaled))
+    parts = [read_manifest(folder / name) for name in names]
+    if not parts:
+        return empty_manifest()
+    rows = pd.concat(parts, ignore_index=True)
+    by_time = rows.sort_values("fetched_at", kind="stable", na_position="first")
+    return latest_rows(by_time.reset_index(drop=True))
+
+
+def _names(folder: Path, pattern: str) -> list[str]:
+    return [path.name for path in folder.glob(pattern) if not path.name.endswith(".tmp")]
 
 
 def latest_rows(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -227,7 +250,7 @@ def _new_rows_in_order(
 def lock_path(path: str | os.PathLike[str]) -> Path:
     """The lock file that sits beside a manifest."""
     path = Path(path)
-    return path.with_name(path.name + ".lock")
+    return path.with_name(f".{path.name}.lock")
 
 
 @contextmanager

@@ -1,0 +1,259 @@
+"""fetch_all over a Dask DataFrame: partitions on the cluster's workers, one rate limit for all.
+
+Each partition runs the single-machine :func:`siro_data.core.fetch_all` on a
+worker, into the shared ``out_dir``, with its own manifest file
+``<manifest folder>/part-NNNNN.parquet``; the folder reads as one manifest
+(:func:`siro_data.read_manifest`, ``pandas.read_parquet``,
+``dask.dataframe.read_parquet``). What holds on one machine holds per worker:
+atomic files, resume from partial files, file locks so that no two workers
+fetch one recording at once. Siro's rate limit is per token, so the API calls
+of every worker take their slots from one schedule kept by the scheduler
+(:class:`ClusterPacer`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import pandas as pd
+
+from .client import SiroClient, TokenSource, resolve_api_url, resolve_token
+from .core import _complete_rows, _ensure_writable_dir, _has_copy, normalize_ids
+from .core import fetch_all as fetch_here
+from .manifest import read_manifest, to_frame
+from .ratelimit import RateLimiter
+from .sessions import DEFAULT_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+
+class Secret:
+    """A token travelling to the workers: its repr, and Dask's name for it, show nothing."""
+
+    def __init__(self, value: TokenSource) -> None:
+        self.value = value
+        self._name = uuid.uuid4().hex
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __dask_tokenize__(self) -> str:
+        return self._name
+
+
+class ClusterPacer:
+    """One schedule of API slots for the whole cluster, kept by the Dask scheduler.
+
+    Each call takes the next free slot under a cluster-wide ``distributed.Lock``
+    and a ``distributed.Variable`` holding the next slot's time (wall clock),
+    then sleeps until it: no window of ``period`` seconds holds more than
+    ``calls`` requests, however many workers and threads ask. The state lives on
+    the scheduler, so a worker that dies takes nothing with it. Drop-in for
+    :class:`siro_data.RateLimiter` (``acquire()``).
+    """
+
+    def __init__(self, calls: int, period: float = 60.0, margin: float = 0.01) -> None:
+        from distributed import Variable
+
+        self.interval = RateLimiter(calls, period, margin).interval
+        self.name = f"siro-data-pace-{uuid.uuid4().hex}"
+        self._client = None
+        Variable(self.name).set(0.0)
+
+    def on_worker(self) -> ClusterPacer:
+        """This pacer bound to the worker's client, for the threads a task starts.
+
+        (Only a task's own thread finds the client by itself.)
+        """
+        from distributed import get_client
+
+        bound = copy.copy(self)
+        bound._client = get_client()
+        return bound
+
+    def acquire(self) -> None:
+        """Block until this caller's slot comes."""
+        from distributed import Lock, Variable
+
+        client = self._client
+        on = {"scheduler_rpc": client.scheduler, "loop": client.loop} if client else {}
+        with Lock(f"{self.name}-lock", **on):
+            next_slot = Variable(self.name, client=self._client)
+            now = time.time()
+            slot = max(now, next_slot.get())
+            next_slot.set(slot + self.interval)
+        if slot > now:
+            time.sleep(slot - now)
+
+    def __repr__(self) -> str:
+        return f"ClusterPacer(interval={self.interval:.4f} s)"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every partition needs; its repr shows no secret."""
+
+    token: Secret
+    api_url: str
+    out_dir: Path
+    manifest_dir: Path
+    pacer: Any
+    workers: int
+    overwrite: bool
+    timeout: tuple[float, float]
+    convert_to: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def fetch_all(
+    ddf: Any,
+    id_column: str = "recording_id",
+    out_dir: str | os.PathLike[str] = "data/recordings",
+    manifest_path: str | os.PathLike[str] = "data/manifest",
+    token: TokenSource | None = None,
+    api_url: str | None = None,
+    workers: int = 8,
+    overwrite: bool = False,
+    *,
+    requests_per_minute: int = 1000,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    convert_to: str | None = None,
+) -> pd.DataFrame:
+    """Fetch the recordings of a Dask DataFrame (or Series) of ids on the cluster.
+
+    With a ``distributed.Client`` active, each partition runs on a worker;
+    without one, on this machine's threads. ``out_dir`` and ``manifest_path``
+    must be paths every worker sees (a shared file system). The other
+    parameters are :func:`siro_data.fetch_all`'s, ``workers`` counting threads
+    per partition.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest of this call, one row per distinct id, partitions in order.
+        ``manifest_path`` is a folder of parquet files, one per partition;
+        :func:`siro_data.read_manifest` reads it whole.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, pandas as pd, dask.dataframe as dd
+    >>> from siro_data.emulator import Emulator
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with Emulator() as emu:
+    ...     ids = dd.from_pandas(pd.DataFrame({"recording_id": list(emu.recordings)[:4]}),
+    ...                          npartitions=2)
+    ...     manifest = fetch_all(ids, out_dir=folder / "audio", manifest_path=folder / "m",
+    ...                          token=emu.token, api_url=emu.api_url)
+    >>> manifest["error"].isna().all(), len(manifest)
+    (np.True_, 4)
+    """
+    ids = _id_series(ddf, id_column)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
+    manifest_dir = Path(os.path.abspath(Path(manifest_path).expanduser()))
+    if manifest_dir.exists() and not manifest_dir.is_dir():
+        raise ValueError(f"manifest_path {manifest_dir} must be a folder (one file per partition)")
+    _ensure_writable_dir(out_dir, "out_dir")
+    _ensure_writable_dir(manifest_dir, "manifest_path")
+    job = _Job(
+        token=Secret(resolve_token(token)),
+        api_url=resolve_api_url(api_url),
+        out_dir=out_dir,
+        manifest_dir=manifest_dir,
+        pacer=_pacer(requests_per_minute),
+        workers=workers,
+        overwrite=overwrite,
+        timeout=timeout,
+        convert_to=convert_to,
+    )
+    tasks = partition_tasks(ids, job)
+    scheduler = None if _distributed_client() else "threads"
+    frames = dask.compute(*tasks, scheduler=scheduler)
+    seen: set[str | None] = set()
+    rows = []
+    for frame in frames:  # an id in two partitions: its first row
+        for row in frame.to_dict("records"):
+            if row["recording_id"] not in seen:
+                seen.add(row["recording_id"])
+                rows.append(row)
+    manifest = to_frame(rows)
+    failed = int(manifest["error"].notna().sum())
+    if failed:
+        log.warning("%d of %d recordings failed: see the error column", failed, len(manifest))
+    return manifest
+
+
+def partition_tasks(ids: Any, job: _Job) -> list[Any]:
+    """One ``dask.delayed`` task per partition of ``ids`` (a Dask Series)."""
+    fetch = dask.delayed(_fetch_partition, pure=False)
+    return [
+        fetch(part, index, job, dask_key_name=f"siro-data-fetch-{index}-{uuid.uuid4().hex[:8]}")
+        for index, part in enumerate(ids.to_delayed())
+    ]
+
+
+def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
+    """On a worker: what the whole folder's manifest has complete is kept, the rest fetched."""
+    keys = normalize_ids(ids)
+    done: dict[str | None, dict[str, Any]] = {}
+    if not job.overwrite:
+        known = _complete_rows(read_manifest(job.manifest_dir), job.out_dir, set(keys))
+        done = {key: row for key, row in known.items() if _has_copy(row, job.convert_to)}
+    pacer = job.pacer.on_worker() if isinstance(job.pacer, ClusterPacer) else job.pacer
+    client = SiroClient(job.token.value, job.api_url, rate_limiter=pacer, timeout=job.timeout)
+    try:
+        fetched = fetch_here(
+            [key for key in keys if key not in done],
+            out_dir=job.out_dir,
+            manifest_path=job.manifest_dir / f"part-{index:05d}.parquet",
+            workers=job.workers,
+            progress=False,
+            overwrite=job.overwrite,
+            client=client,
+            timeout=job.timeout,
+            convert_to=job.convert_to,
+        )
+    finally:
+        client.close()
+    rows = {**done, **{row["recording_id"]: row for row in fetched.to_dict("records")}}
+    return to_frame([rows[key] for key in keys])
+
+
+def _id_series(ddf: Any, id_column: str) -> Any:
+    """The ids as a Dask Series; a clear error before any request."""
+    if hasattr(ddf, "columns"):
+        if id_column not in ddf.columns:
+            raise ValueError(
+                f"no column {id_column!r} in the DataFrame; its columns are {list(ddf.columns)}"
+                " (pass id_column=...)"
+            )
+        return ddf[id_column]
+    return ddf
+
+
+def _pacer(requests_per_minute: int) -> Any:
+    """The cluster's schedule with a distributed client; else one for this process's threads."""
+    if _distributed_client():
+        return ClusterPacer(requests_per_minute, 60.0)
+    return RateLimiter(requests_per_minute, 60.0)
+
+
+def _distributed_client() -> bool:
+    try:
+        from distributed import default_client
+    except ImportError:
+        return False
+    try:
+        default_client()
+    except ValueError:
+        return False
+    return True

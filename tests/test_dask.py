@@ -1,0 +1,186 @@
+"""fetch_all over a Dask DataFrame on a real local cluster (worker processes) and the emulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import dask.dataframe as dd
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import TOKEN
+from distributed import Client, LocalCluster
+
+import siro_data
+import siro_data.dask
+from siro_data.dask import ClusterPacer
+from siro_data.emulator import Emulator, make_recording, sample_recordings
+from siro_data.manifest import COLUMNS, SCHEMA, read_manifest
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Client]:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=False,
+        ) as local,
+        Client(local) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator(recordings=sample_recordings(n=8), token=TOKEN) as emulator:
+        yield emulator
+
+
+def ids_frame(ids: list[str], partitions: int) -> dd.DataFrame:
+    return dd.from_pandas(pd.DataFrame({"recording_id": ids}), npartitions=partitions, sort=False)
+
+
+def fetch(emu: Emulator, ddf, tmp_path: Path, **options) -> pd.DataFrame:
+    options = {"token": TOKEN, "api_url": emu.api_url, "workers": 2, **options}
+    return siro_data.fetch_all(
+        ddf, out_dir=tmp_path / "audio", manifest_path=tmp_path / "manifest", **options
+    )
+
+
+def assert_identical(manifest: pd.DataFrame, emu: Emulator) -> None:
+    for row in manifest.itertuples():
+        digest = hashlib.sha256(Path(row.path).read_bytes()).hexdigest()
+        assert digest == emu.recordings[row.recording_id].sha256 == row.sha256
+
+
+def test_partitions_run_on_the_workers_and_the_folder_reads_as_one_manifest(cluster, emu, tmp_path):
+    ids = list(emu.recordings)
+    manifest = fetch(emu, ids_frame(ids, 3), tmp_path)
+
+    assert list(manifest["recording_id"]) == ids
+    assert manifest["error"].isna().all(), manifest["error"]
+    assert_identical(manifest, emu)
+    folder = tmp_path / "manifest"
+    assert sorted(p.name for p in folder.glob("*.parquet")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    for part in folder.glob("*.parquet"):
+        assert pq.read_schema(part).remove_metadata() == SCHEMA
+    saved = read_manifest(folder)
+    assert saved.dtypes.astype(str).to_dict() == COLUMNS
+    assert sorted(saved["recording_id"]) == sorted(ids)
+    assert sorted(pd.read_parquet(folder)["recording_id"]) == sorted(ids)
+    assert sorted(dd.read_parquet(folder)["recording_id"].compute()) == sorted(ids)
+    # The work really ran in the worker processes, not here.
+    workers = cluster.run(os.getpid)
+    assert os.getpid() not in workers.values()
+
+
+def test_a_rerun_skips_complete_rows_on_every_worker(cluster, emu, tmp_path):
+    ids = list(emu.recordings)
+    fetch(emu, ids_frame(ids, 3), tmp_path)
+    emu.stats.reset()
+
+    again = fetch(emu, ids_frame(ids, 2), tmp_path)  # partitioned differently, even
+
+    assert again["error"].isna().all()
+    assert emu.stats.api_requests == 0
+    assert emu.stats.total_bytes_served == 0
+
+
+def test_the_rate_limit_is_global_no_429_with_four_partitions_at_once(cluster, tmp_path):
+    """The emulator allows 25 calls per 5 s (300 a minute); 4 partitions share that budget."""
+    recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
+    with Emulator(recordings=recordings, token=TOKEN) as emu:
+        emu.faults.rate_limit, emu.faults.rate_window = 25, 5.0
+        manifest = fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=300)
+
+        assert manifest["error"].isna().all(), manifest["error"].dropna().head()
+        assert emu.stats.rate_limited == 0
+        times = sorted(emu.stats.api_request_times)
+        assert len(times) == 48
+        busiest = max(sum(t < start + 5.0 for t in times[i:]) for i, start in enumerate(times))
+        assert busiest <= 25
+        assert times[-1] - times[0] >= 47 * 0.2 * 0.9  # paced as one, not four
+
+
+def test_without_the_shared_schedule_the_same_job_provokes_429s(cluster, tmp_path, monkeypatch):
+    """The control: each partition with a schedule of its own exceeds the budget."""
+    recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
+
+    def one_schedule_per_partition(ids, job):
+        fetch_partition = dask.delayed(siro_data.dask._fetch_partition, pure=False)
+        return [
+            fetch_partition(part, index, dataclasses.replace(job, pacer=ClusterPacer(300)))
+            for index, part in enumerate(ids.to_delayed())
+        ]
+
+    monkeypatch.setattr(siro_data.dask, "partition_tasks", one_schedule_per_partition)
+    with Emulator(recordings=recordings, token=TOKEN) as emu:
+        emu.faults.rate_limit, emu.faults.rate_window = 25, 5.0
+        fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=300)
+        assert emu.stats.rate_limited > 0
+
+
+def test_a_killed_worker_loses_only_its_chunks_in_flight(cluster, emu, tmp_path):
+    emu.faults.bandwidth = 60_000  # seconds per file: the kill lands mid-download
+    ids = list(emu.recordings)
+    result: dict[str, pd.DataFrame] = {}
+    runner = threading.Thread(
+        target=lambda: result.update(manifest=fetch(emu, ids_frame(ids, 4), tmp_path))
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while emu.stats.total_bytes_served < 100_000:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(next(iter(cluster.run(os.getpid).values())), signal.SIGKILL)  # its nanny restarts it
+    runner.join(timeout=180)
+    assert not runner.is_alive()
+
+    manifest = result["manifest"]
+    assert manifest["error"].isna().all(), manifest["error"]
+    assert_identical(manifest, emu)
+    saved = read_manifest(tmp_path / "manifest")
+    assert saved["recording_id"].is_unique and sorted(saved["recording_id"]) == sorted(ids)
+    leftovers = [p for p in tmp_path.rglob("*") if p.suffix in (".part", ".tmp")]
+    assert leftovers == []
+    total = sum(recording.size for recording in emu.recordings.values())
+    assert emu.stats.total_bytes_served <= 1.25 * total  # the killed partials were resumed
+    cluster.wait_for_workers(2, timeout=60)
+
+
+def test_a_token_function_works_on_the_workers_and_no_secret_shows(cluster, emu, tmp_path):
+    ids = list(emu.recordings)[:4]
+    manifest = fetch(emu, ids_frame(ids, 2), tmp_path, token=lambda: TOKEN)
+    assert manifest["error"].isna().all()
+
+    job = siro_data.dask._Job(
+        token=siro_data.dask.Secret(TOKEN),
+        api_url=emu.api_url,
+        out_dir=tmp_path,
+        manifest_dir=tmp_path,
+        pacer=None,
+        workers=1,
+        overwrite=False,
+        timeout=(1, 1),
+        convert_to=None,
+    )
+    tasks = siro_data.dask.partition_tasks(ids_frame(ids, 2)["recording_id"], job)
+    shown = [repr(job), *(repr(task) for task in tasks), *(str(task.key) for task in tasks)]
+    shown += [str(dict(task.dask)) for task in tasks]
+    logs = [cluster.get_scheduler_logs(), *cluster.get_worker_logs().values()]
+    assert TOKEN not in " ".join(shown) + repr(logs)
