@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from _common import (
     MB,
     TOKEN,
     EmulatorProcess,
+    base_recordings,
     clear,
     command_line,
     load,
@@ -188,6 +191,70 @@ def _category(frames: list[re.Match]) -> str:
     return f"other in {module}"
 
 
+def components(scratch: Path, repeat: int = 300) -> list[list[str]]:
+    """CPU of each step of a recording's life, timed alone in this one thread."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from siro_data import SiroClient, audio, download
+    from siro_data.manifest import Journal
+    from siro_data.sessions import make_session
+
+    def cpu_per_call(step: Any, calls: int = repeat) -> float:
+        started = time.process_time()
+        for index in range(calls):
+            step(index)
+        return (time.process_time() - started) / calls * 1e6
+
+    rows = []
+    with EmulatorProcess({"kind": "tiny", "n": repeat}, FAST) as emulator:
+        ids = emulator.ids
+        with SiroClient(TOKEN, emulator.api_url, requests_per_minute=10**9) as client:
+            client.sign(ids[0])  # a kept-alive connection, as a worker has
+            rows.append(
+                ["sign one id (SiroClient.sign)", cpu_per_call(lambda i: client.sign(ids[i]))]
+            )
+            urls = [client.sign(rec_id).url for rec_id in ids]
+        session = make_session()
+        download(urls[0], scratch / "warm.wav", session=session)
+        rows.append(
+            [
+                "download a 4 kB file (download, kept-alive session)",
+                cpu_per_call(lambda i: download(urls[i], scratch / f"c{i}.wav", session=session)),
+            ]
+        )
+        session.close()
+    wav = scratch / "c0.wav"
+    rows.append(["check a 4 kB WAV (audio.duration)", cpu_per_call(lambda i: audio.duration(wav))])
+    m4a = base_recordings()[4]
+    rows.append(
+        [
+            f"check a {m4a.stat().st_size / MB:.1f} MB .m4a (audio.duration)",
+            cpu_per_call(lambda i: audio.duration(m4a)),
+        ]
+    )
+    lock_folder = scratch / "locks"
+    lock_folder.mkdir()
+
+    def lock(index: int) -> None:
+        with FileLock(lock_folder / f"{index}.lock"):
+            pass
+
+    rows.append(["per-recording FileLock acquire and release (core)", cpu_per_call(lock)])
+    journal = Journal(scratch / "journal.parquet")
+    row = {"recording_id": "x", "path": str(wav), "size_bytes": 4044, "duration": 0.25}
+    rows.append(["journal line (Journal.append)", cpu_per_call(lambda i: journal.append(row))])
+    block = os.urandom(MB)
+
+    def digest(index: int) -> None:
+        hashlib.sha256(block).digest()
+        hashlib.md5(block, usedforsecurity=False).digest()
+
+    rows.append(["SHA-256 and MD5 of 1 MB", cpu_per_call(digest, 50)])
+    return [[name, f"{micro / 1000:.2f}"] for name, micro in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", type=int, default=1000, help="tiny recordings (4 kB WAV)")
@@ -240,6 +307,8 @@ def main() -> None:
                 rows,
             )
         )
+        print("\nEach step alone (one thread, CPU time per call):")
+        print(table(["step", "CPU ms"], components(scratch)))
         siro = {r["kind"]: r for r in runs if r["contender"] == "siro"}
         tiny, real = siro["tiny"], siro["realistic"]
         per_byte = (real["cpu"] / real["n"] - tiny["cpu"] / tiny["n"]) / (
