@@ -17,6 +17,7 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -260,7 +261,7 @@ def current_rss() -> int:
 
 def run_child(argv: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
     """Run a measured child; its last stdout line is its JSON result."""
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"siro-bench-child-{os.getpid()}.log"
+    log = Path(tempfile.gettempdir()) / f"siro-bench-child-{os.getpid()}.log"
     with log.open("w") as stderr:
         done = subprocess.run(
             [sys.executable, *argv],
