@@ -176,8 +176,11 @@ def fetch_all(
         convert_to=convert_to,
     )
     tasks = partition_tasks(ids, job)
-    scheduler = None if _distributed_client() else "threads"
-    frames = dask.compute(*tasks, scheduler=scheduler)
+    cluster = _distributed_client()
+    if cluster is not None:
+        frames = cluster.gather(cluster.compute(tasks))
+    else:
+        frames = dask.compute(*tasks, scheduler="threads")
     seen: set[str | None] = set()
     rows = []
     for frame in frames:  # an id in two partitions: its first row
@@ -242,18 +245,18 @@ def _id_series(ddf: Any, id_column: str) -> Any:
 
 def _pacer(requests_per_minute: int) -> Any:
     """The cluster's schedule with a distributed client; else one for this process's threads."""
-    if _distributed_client():
+    if _distributed_client() is not None:
         return ClusterPacer(requests_per_minute, 60.0)
     return RateLimiter(requests_per_minute, 60.0)
 
 
-def _distributed_client() -> bool:
+def _distributed_client() -> Any:
+    """The current ``distributed.Client`` (the default one, or one made current), if any."""
     try:
-        from distributed import default_client
+        from distributed import Client
     except ImportError:
-        return False
+        return None
     try:
-        default_client()
+        return Client.current()
     except ValueError:
-        return False
-    return True
+        return None

@@ -41,6 +41,18 @@ def cluster() -> Iterator[Client]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def four_workers() -> Iterator[Client]:
+    """Four worker processes, for the rate limit: used with ``as_current()``."""
+    with (
+        LocalCluster(
+            n_workers=4, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        Client(local, set_as_default=False) as client,
+    ):
+        yield client
+
+
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
     with Emulator(recordings=sample_recordings(n=8), token=TOKEN) as emulator:
@@ -101,12 +113,16 @@ def test_a_rerun_skips_complete_rows_on_every_worker(cluster, emu, tmp_path):
     assert emu.stats.total_bytes_served == 0
 
 
-def test_the_rate_limit_is_global_no_429_with_four_partitions_at_once(cluster, tmp_path):
-    """The emulator allows 25 calls per 5 s (300 a minute); 4 partitions share that budget."""
+def test_the_rate_limit_is_global_no_429_with_four_workers(four_workers, tmp_path):
+    """The emulator allows 25 calls per 5 s (300 a minute); 4 workers share 270 a minute.
+
+    (10% below the limit: on a window of 5 s, a request delayed by a busy machine may land
+    beside the next one; Siro's window is a minute, where the default 1% is enough.)
+    """
     recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
-    with Emulator(recordings=recordings, token=TOKEN) as emu:
+    with Emulator(recordings=recordings, token=TOKEN) as emu, four_workers.as_current():
         emu.faults.rate_limit, emu.faults.rate_window = 25, 5.0
-        manifest = fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=300)
+        manifest = fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=270)
 
         assert manifest["error"].isna().all(), manifest["error"].dropna().head()
         assert emu.stats.rate_limited == 0
@@ -114,24 +130,26 @@ def test_the_rate_limit_is_global_no_429_with_four_partitions_at_once(cluster, t
         assert len(times) == 48
         busiest = max(sum(t < start + 5.0 for t in times[i:]) for i, start in enumerate(times))
         assert busiest <= 25
-        assert times[-1] - times[0] >= 47 * 0.2 * 0.9  # paced as one, not four
+        assert times[-1] - times[0] >= 47 * 60 / 270 * 0.9  # paced as one, not four
 
 
-def test_without_the_shared_schedule_the_same_job_provokes_429s(cluster, tmp_path, monkeypatch):
+def test_without_the_shared_schedule_the_same_job_provokes_429s(
+    four_workers, tmp_path, monkeypatch
+):
     """The control: each partition with a schedule of its own exceeds the budget."""
     recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
 
     def one_schedule_per_partition(ids, job):
         fetch_partition = dask.delayed(siro_data.dask._fetch_partition, pure=False)
         return [
-            fetch_partition(part, index, dataclasses.replace(job, pacer=ClusterPacer(300)))
+            fetch_partition(part, index, dataclasses.replace(job, pacer=ClusterPacer(270)))
             for index, part in enumerate(ids.to_delayed())
         ]
 
     monkeypatch.setattr(siro_data.dask, "partition_tasks", one_schedule_per_partition)
-    with Emulator(recordings=recordings, token=TOKEN) as emu:
+    with Emulator(recordings=recordings, token=TOKEN) as emu, four_workers.as_current():
         emu.faults.rate_limit, emu.faults.rate_window = 25, 5.0
-        fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=300)
+        fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=270)
         assert emu.stats.rate_limited > 0
 
 
