@@ -33,7 +33,7 @@ def cluster() -> Iterator[Client]:
             n_workers=2,
             threads_per_worker=2,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=False,
         ) as local,
         Client(local) as client,
@@ -46,7 +46,7 @@ def four_workers() -> Iterator[Client]:
     """Four worker processes, for the rate limit: used with ``as_current()``."""
     with (
         LocalCluster(
-            n_workers=4, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=4, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as local,
         Client(local, set_as_default=False) as client,
     ):
