@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--id-column", default="recording_id", help="column holding the ids")
     common.add_argument("--out-dir", default="data/recordings", help="where audio files go")
     common.add_argument("--manifest", default="data/manifest.parquet", help="manifest path")
-    common.add_argument("--workers", type=int, default=8, help="recordings in flight at once")
+    common.add_argument("--workers", type=int, default=16, help="recordings in flight at once")
     common.add_argument(
         "--requests-per-minute",
         type=int,
