@@ -199,6 +199,9 @@ def download(
     session = session or make_session()
     try:
         described = _fetch(session, url, partial, timeout, max_stalls)
+    except DownloadError as exc:
+        exc.__context__ = None  # the errors it replaced name the signed URL
+        raise
     finally:
         if own_session:
             session.close()

@@ -371,6 +371,7 @@ def test_error_messages_never_carry_the_signature(
     for exc in errors:
         no_secret(str(exc), url)
         no_secret(exc.message, url)
+        assert exc.__cause__ is None and exc.__context__ is None  # nor in the errors it replaced
     assert not target.exists()
 
 
