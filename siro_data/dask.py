@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,6 @@ class _Job:
     overwrite: bool
     timeout: tuple[float, float]
     convert_to: str | None
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def fetch_all(
