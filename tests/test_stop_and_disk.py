@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+import siro_data.core
 from siro_data import fetch_all, read_manifest
 from siro_data.manifest import journal_path
 from siro_data.naming import file_stem
@@ -178,3 +179,38 @@ def test_read_only_out_dir_is_reported_before_any_request(emulator, manifest_pat
     with pytest.raises(ValueError, match="out_dir /proc/self is not writable"):
         run(emulator, list(emulator.recordings), Path("/proc/self"), manifest_path)
     assert emulator.stats.api_requests == 0
+
+
+class InterruptOnFirstRow(StopAfterFirstRow):
+    """Ctrl-C (or Jupyter's interrupt) landing in the calling thread once a row is final."""
+
+    def finished(self, row: Mapping[str, Any]) -> None:
+        self.rows.append(row)
+
+    def poll(self) -> None:
+        if self.rows:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("notebook", [True, False])
+def test_an_interrupt_saves_the_manifest_and_returns_in_jupyter_or_raises_elsewhere(
+    emulator, out_dir, manifest_path, monkeypatch, notebook
+):
+    monkeypatch.setattr(siro_data.core, "in_notebook", lambda: notebook)
+    emulator.faults.bandwidth = 200_000
+    ids = list(emulator.recordings)
+
+    if notebook:
+        manifest = run(
+            emulator, ids, out_dir, manifest_path, workers=2, progress=InterruptOnFirstRow()
+        )
+        assert set(manifest["error_kind"].fillna("ok")) == {"ok", "stopped"}
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            run(emulator, ids, out_dir, manifest_path, workers=2, progress=InterruptOnFirstRow())
+
+    saved = read_manifest(manifest_path)  # saved either way, with the rows that finished
+    assert 1 <= saved["error"].isna().sum() < len(ids)
+    assert not journal_path(manifest_path).exists()
+    again = run(emulator, ids, out_dir, manifest_path)
+    assert again["error"].isna().all()
