@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import resource
 import signal
@@ -47,32 +46,6 @@ def _write(folder: Path, name: str, data: bytes) -> Path:
     path = folder / name
     path.write_bytes(data)
     return path
-
-
-def _encode_stereo(samples: np.ndarray, samplerate: int, extension: str) -> bytes:
-    """A two-channel file: soundfile for wav and flac, PyAV for the lossy formats."""
-    buf = io.BytesIO()
-    if extension in ("wav", "flac"):
-        soundfile.write(buf, samples, samplerate, format=extension.upper(), subtype="PCM_16")
-        return buf.getvalue()
-    container_format, codec = {
-        "m4a": ("ipod", "aac"),
-        "mp3": ("mp3", "libmp3lame"),
-        "ogg": ("ogg", "libopus"),
-    }[extension]
-    with av.open(buf, "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=samplerate)
-        stream.layout = "stereo"
-        stream.bit_rate = 64_000
-        interleaved = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(interleaved, format="flt", layout="stereo")
-        frame.sample_rate = samplerate
-        frame.pts = 0
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
 
 
 def _stereo_signal(seconds: float, samplerate: int) -> np.ndarray:
@@ -188,7 +161,7 @@ def test_load_m4a_length_matches_duration_at_odd_rates(tmp_path):
 @pytest.mark.parametrize("extension", FORMATS)
 def test_stereo_shapes(tmp_path, extension):
     stereo = _stereo_signal(3.0, SAMPLERATE)
-    path = _write(tmp_path, f"stereo.{extension}", _encode_stereo(stereo, SAMPLERATE, extension))
+    path = _write(tmp_path, f"stereo.{extension}", encode(stereo, SAMPLERATE, extension))
     both, rate = load_audio(path, mono=False)
     mono, rate_mono = load_audio(path)
     assert rate == rate_mono == SAMPLERATE
@@ -206,7 +179,7 @@ def test_stereo_shapes(tmp_path, extension):
 
 def test_wav_samples_are_exact(tmp_path):
     stereo = _stereo_signal(1.0, 8_000)
-    path = _write(tmp_path, "exact.wav", _encode_stereo(stereo, 8_000, "wav"))
+    path = _write(tmp_path, "exact.wav", encode(stereo, 8_000, "wav"))
     expected, _ = soundfile.read(path, dtype="float32")
     both, _ = load_audio(path, mono=False)
     np.testing.assert_array_equal(both, expected)
@@ -270,7 +243,7 @@ def test_resampling_is_faithful_to_the_end(tmp_path, orig, target):
 
 def test_resampling_stereo_keeps_channels(tmp_path):
     stereo = _stereo_signal(2.0, 44_100)
-    path = _write(tmp_path, "s.wav", _encode_stereo(stereo, 44_100, "wav"))
+    path = _write(tmp_path, "s.wav", encode(stereo, 44_100, "wav"))
     both, rate = load_audio(path, sr=16_000, mono=False)
     assert rate == 16_000
     assert both.shape == (32_000, 2)
@@ -378,7 +351,7 @@ def test_convert_round_trip(tmp_path, samples, extension, fmt):
 @pytest.mark.parametrize("extension", ["m4a", "ogg"])
 def test_convert_stereo(tmp_path, extension):
     stereo = _stereo_signal(2.5, SAMPLERATE)
-    source = _write(tmp_path, f"s.{extension}", _encode_stereo(stereo, SAMPLERATE, extension))
+    source = _write(tmp_path, f"s.{extension}", encode(stereo, SAMPLERATE, extension))
     copy = convert(source, "flac")
     decoded, _ = load_audio(source, mono=False)
     written, rate = load_audio(copy, mono=False)

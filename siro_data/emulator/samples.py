@@ -213,12 +213,12 @@ def speech_like(duration: float, samplerate: int = 16_000, seed: int = 0) -> np.
 
 
 def encode(samples: np.ndarray, samplerate: int, extension: str) -> bytes:
-    """Encode mono float samples into an audio file in memory.
+    """Encode float samples into an audio file in memory.
 
     Parameters
     ----------
     samples : numpy.ndarray
-        Mono samples in [-1, 1], shape ``(n,)``.
+        Samples in [-1, 1]: shape ``(n,)`` for mono, ``(n, 2)`` for stereo.
     samplerate : int
         Samples per second of `samples`.
     extension : str
@@ -231,7 +231,10 @@ def encode(samples: np.ndarray, samplerate: int, extension: str) -> bytes:
         for anything longer than a second (encoder priming is trimmed by an edit list
         in MP4 and by the LAME header in MP3).
     """
-    samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    layout = "stereo" if samples.ndim == 2 and samples.shape[1] == 2 else "mono"
+    if layout == "mono":
+        samples = samples.reshape(-1)
     buf = io.BytesIO()
     if extension in ("wav", "flac"):
         sf.write(buf, samples, samplerate, format=extension.upper(), subtype="PCM_16")
@@ -244,10 +247,10 @@ def encode(samples: np.ndarray, samplerate: int, extension: str) -> bytes:
         rate = 48_000  # PyAV resamples the frames to the encoder's rate
     with av.open(buf, "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
+        stream.layout = layout
         if bit_rate:
             stream.bit_rate = bit_rate
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout=layout)
         frame.sample_rate = samplerate
         # A first pts of 0 makes the MP4 muxer write an edit list that hides the AAC
         # priming samples, so the container duration equals the signal's.
