@@ -170,10 +170,7 @@ def fetch_all(
             convert_to=convert_to,
         )
     keys = normalize_ids(ids, id_column)
-    if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if convert_to not in CONVERSIONS:
-        raise ValueError(f"convert_to must be one of {CONVERSIONS}, got {convert_to!r}")
+    check_settings(workers, convert_to)
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))  # ".." folded, links kept
     manifest_path = Path(os.path.abspath(Path(manifest_path).expanduser()))
     _ensure_writable_dir(out_dir, "out_dir")
@@ -271,6 +268,14 @@ def _wind_up(
         log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
     else:
         log.info("manifest saved to %s (%d rows)", manifest_path, len(saved))
+
+
+def check_settings(workers: int, convert_to: str | None) -> None:
+    """Refuse bad settings with a clear ``ValueError``, before any request."""
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if convert_to not in CONVERSIONS:
+        raise ValueError(f"convert_to must be one of {CONVERSIONS}, got {convert_to!r}")
 
 
 def _is_dask(ids: Any) -> bool:
@@ -377,18 +382,12 @@ def _error_row(
     }
 
 
-def _stored_size(path: str) -> int | None:
+def _stored_size(path: str | os.PathLike[str]) -> int | None:
+    """The file's size, or None when there is no file to measure."""
     try:
         return os.stat(path).st_size
     except OSError:
         return None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _expired(error: DownloadError, signed: SignedURL) -> bool:
@@ -515,7 +514,7 @@ class _Run:
                         return row
                 self._prepare(target, discard)
                 discard = False
-                held = _size(partial_path(target))
+                held = _stored_size(partial_path(target)) or 0
                 try:
                     result = download(
                         signed.url,
@@ -528,7 +527,8 @@ class _Run:
                 except DownloadError as exc:
                     if not _expired(exc, signed):
                         raise
-                    fruitless = 0 if _size(partial_path(target)) > held else fruitless + 1
+                    grew = (_stored_size(partial_path(target)) or 0) > held
+                    fruitless = 0 if grew else fruitless + 1
                     log.info("%r: signed URL expired, asking for a fresh one", recording_id)
                     continue
                 return self._with_copy(

@@ -26,7 +26,7 @@ import dask
 import pandas as pd
 
 from .client import SiroClient, TokenSource, resolve_api_url, resolve_token
-from .core import _complete_rows, _ensure_writable_dir, _has_copy, normalize_ids
+from .core import _complete_rows, _ensure_writable_dir, _has_copy, check_settings, normalize_ids
 from .core import fetch_all as fetch_here
 from .manifest import read_manifest, to_frame
 from .ratelimit import RateLimiter
@@ -155,8 +155,7 @@ def fetch_all(
     (np.True_, 4)
     """
     ids = _id_series(ddf, id_column)
-    if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_settings(workers, convert_to)
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
     manifest_dir = Path(os.path.abspath(Path(manifest_path).expanduser()))
     if manifest_dir.exists() and not manifest_dir.is_dir():

@@ -202,3 +202,10 @@ def test_a_token_function_works_on_the_workers_and_no_secret_shows(cluster, emu,
     shown += [str(dict(task.dask)) for task in tasks]
     logs = [cluster.get_scheduler_logs(), *cluster.get_worker_logs().values()]
     assert TOKEN not in " ".join(shown) + repr(logs)
+
+
+def test_bad_settings_fail_before_any_task(emu, tmp_path):
+    for bad in ({"convert_to": "mp3"}, {"workers": 0}):
+        with pytest.raises(ValueError, match="must be"):
+            fetch(emu, ids_frame(list(emu.recordings), 2), tmp_path, **bad)
+    assert emu.stats.api_requests == 0
