@@ -74,7 +74,6 @@ def journal_costs(sizes: list[int], scratch: Path) -> list[list[str]]:
         for index in range(size - TAIL, size):
             journal.append(row(index, now))
         ended = time.perf_counter()
-        journal.close()
         journal_bytes = journal_path(manifest).stat().st_size
         folded = time.perf_counter()
         compact(manifest)

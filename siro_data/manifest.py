@@ -192,15 +192,6 @@ class Journal:
             finally:
                 os.close(journal)
 
-    def close(self) -> None:
-        """Nothing is held between appends; kept so a journal reads as a context manager."""
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 def compact(path: str | os.PathLike[str], order: Sequence[str | None] = ()) -> pd.DataFrame:
     """Fold the journal into the parquet file, then drop the journal; the whole manifest.

@@ -47,9 +47,9 @@ def test_schema_survives_parquet_round_trip_also_when_empty(tmp_path):
 def test_journal_rows_are_read_back_latest_wins_in_first_seen_order(tmp_path):
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row("a"), {"recording_id": "b", "error": "503: busy"}]), path)
-    with Journal(path) as journal:
-        journal.append(ok_row("c"))
-        journal.append(ok_row("b"))
+    journal = Journal(path)
+    journal.append(ok_row("c"))
+    journal.append(ok_row("b"))
     manifest = read_manifest(path)
     assert list(manifest["recording_id"]) == ["a", "b", "c"]
     assert manifest["error"].isna().all()
@@ -58,20 +58,20 @@ def test_journal_rows_are_read_back_latest_wins_in_first_seen_order(tmp_path):
 
 def test_a_torn_last_line_is_skipped_and_fenced_off(tmp_path, caplog):
     path = tmp_path / "m.parquet"
-    with Journal(path) as journal:
-        journal.append(ok_row("a"))
+    journal = Journal(path)
+    journal.append(ok_row("a"))
     with journal_path(path).open("ab") as raw:
         raw.write(b'{"recording_id": "b", "pa')  # killed mid-write
-    with Journal(path) as journal:
-        journal.append(ok_row("c"))
+    journal = Journal(path)
+    journal.append(ok_row("c"))
     assert list(read_manifest(path)["recording_id"]) == ["a", "c"]
     assert "torn line" in caplog.text
 
 
 def test_compact_folds_the_journal_into_parquet(tmp_path):
     path = tmp_path / "m.parquet"
-    with Journal(path) as journal:
-        journal.append(ok_row("a"))
+    journal = Journal(path)
+    journal.append(ok_row("a"))
     manifest = compact(path)
     assert not journal_path(path).exists()
     pd.testing.assert_frame_equal(manifest, read_manifest(path))
@@ -88,11 +88,11 @@ def test_append_cost_does_not_grow_with_rows(tmp_path):
     """Each row is one short line: the journal grows linearly, never rewritten."""
     path = tmp_path / "m.parquet"
     sizes = []
-    with Journal(path) as journal:
-        for i in range(2000):
-            journal.append(ok_row(f"id{i:05d}"))
-            if i in (999, 1999):
-                sizes.append(journal_path(path).stat().st_size)
+    journal = Journal(path)
+    for i in range(2000):
+        journal.append(ok_row(f"id{i:05d}"))
+        if i in (999, 1999):
+            sizes.append(journal_path(path).stat().st_size)
     assert sizes[1] == pytest.approx(2 * sizes[0], rel=0.01)
 
 
@@ -115,7 +115,7 @@ def test_compact_with_nothing_journaled_leaves_the_file_alone(tmp_path):
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row("a")]), path)
     before = path.stat().st_mtime_ns
-    Journal(path).close()  # opened by a run that finished nothing new
+    Journal(path)  # made by a run that finished nothing new
     assert len(compact(path)) == 1
     assert path.stat().st_mtime_ns == before
     assert not journal_path(path).exists()
@@ -125,9 +125,9 @@ def test_compact_saves_new_rows_in_the_calls_order_and_keeps_the_others_in_place
     """Rows are journaled as they finish; the saved file lists a call's new ids as given."""
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row("old-1"), ok_row("old-2")]), path)
-    with Journal(path) as journal:
-        for key in ["c", "old-2", "other-process", "a", "b"]:
-            journal.append(ok_row(key))
+    journal = Journal(path)
+    for key in ["c", "old-2", "other-process", "a", "b"]:
+        journal.append(ok_row(key))
 
     saved = compact(path, order=["a", "b", "old-2", "c"])
 
