@@ -225,13 +225,18 @@ def fetch_all(
         raise
     _wind_up(reporter, client if own_client else None, manifest_path, keys, failing=False)
     manifest = to_frame([rows[key] for key in keys])
+    report_outcome(manifest)
+    return manifest
+
+
+def report_outcome(manifest: pd.DataFrame) -> None:
+    """One warning for rows not reached by a stopped run, one for rows that failed."""
     stopped = int((manifest["error_kind"] == "stopped").sum())
     failed = int(manifest["error"].notna().sum()) - stopped
     if stopped:
         log.warning("the run stopped: %d recordings not fetched, run again to resume", stopped)
     if failed:
-        log.warning("%d of %d recordings failed: see the error column", failed, len(keys))
-    return manifest
+        log.warning("%d of %d recordings failed: see the error column", failed, len(manifest))
 
 
 def _reporter(progress: bool | Reporter) -> Reporter:

@@ -14,7 +14,6 @@ of every worker take their slots from one schedule kept by the scheduler
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import time
 import uuid
@@ -26,13 +25,18 @@ import dask
 import pandas as pd
 
 from .client import SiroClient, TokenSource, resolve_api_url, resolve_token
-from .core import _complete_rows, _ensure_writable_dir, _has_copy, check_settings, normalize_ids
+from .core import (
+    _complete_rows,
+    _ensure_writable_dir,
+    _has_copy,
+    check_settings,
+    normalize_ids,
+    report_outcome,
+)
 from .core import fetch_all as fetch_here
 from .manifest import read_manifest, to_frame
 from .ratelimit import RateLimiter
 from .sessions import DEFAULT_TIMEOUT
-
-log = logging.getLogger(__name__)
 
 
 class Secret:
@@ -187,9 +191,7 @@ def fetch_all(
                 seen.add(row["recording_id"])
                 rows.append(row)
     manifest = to_frame(rows)
-    failed = int(manifest["error"].notna().sum())
-    if failed:
-        log.warning("%d of %d recordings failed: see the error column", failed, len(manifest))
+    report_outcome(manifest)
     return manifest
 
 
