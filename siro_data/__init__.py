@@ -6,16 +6,18 @@ The common case is one call::
     manifest = siro_data.fetch_all(df)          # df has a "recording_id" column
 
 The building blocks are public too, each usable alone: :class:`SiroClient`
-(one id → one signed URL), :func:`download` (one URL → one file, resumable),
-:func:`duration` (one audio file → seconds), :func:`read_manifest` and
-:func:`write_manifest`.
+(one id → one signed URL), :func:`download` and :class:`Downloader` (one URL →
+one file, resumable), :func:`duration` (one audio file → seconds),
+:func:`read_manifest` and :func:`write_manifest`. What a run shows is a
+:class:`Reporter`: :class:`TqdmProgress` in a terminal, :class:`Panel` (with a
+Stop button) in a notebook, or your own.
 """
 
 from ._version import __version__
+from .api import fetch_all
 from .audio import convert, duration, load_audio
 from .client import SignedURL, SiroClient, sign
-from .core import fetch_all
-from .download import Download, download
+from .download import Download, Downloader, download
 from .exceptions import (
     AuthError,
     DownloadError,
@@ -25,28 +27,33 @@ from .exceptions import (
     SiroDataError,
 )
 from .listing import list_recordings
-from .manifest import COLUMNS, read_manifest, summarize, write_manifest
-from .naming import file_stem
+from .manifest import read_manifest, summarize, write_manifest
+from .progress import Reporter, TqdmProgress
 from .ratelimit import RateLimiter
+from .rows import COLUMNS
+from .widgets import Panel
 
 __all__ = [
     "COLUMNS",
     "AuthError",
     "Download",
     "DownloadError",
+    "Downloader",
     "ExpiredURLError",
     "NotAudioError",
+    "Panel",
     "RateLimiter",
+    "Reporter",
     "SignedURL",
     "SiroAPIError",
     "SiroClient",
     "SiroDataError",
+    "TqdmProgress",
     "__version__",
     "convert",
     "download",
     "duration",
     "fetch_all",
-    "file_stem",
     "list_recordings",
     "load_audio",
     "read_manifest",

@@ -1,39 +1,35 @@
-"""Audio inspection and decoding: how long a file is, its samples, and a copy every tool reads.
+"""One audio file: how long it is, its samples, and a copy every tool reads.
 
-libsndfile (soundfile) reads WAV, FLAC and Ogg exactly and fast, but cannot
-open MP4/AAC, the usual format of Siro's audio, and misjudges VBR MP3 without
-a Xing header. PyAV (FFmpeg, bundled in its wheels) reads those from the
-container's own timing, edit lists included, so encoder priming is not counted.
-
-Both readers deliver float32 blocks of ``(frames, channels)``, so that
-:func:`load_audio` (samples in memory, optionally resampled) and :func:`convert`
-(a WAV or FLAC copy, streamed to disk) share one decoding path.
+The readers (:mod:`siro_data.decoding`: soundfile where libsndfile reads the
+format exactly, PyAV for the rest, .m4a among them) deliver float32 blocks of
+``(frames, channels)``, so that :func:`load_audio` (samples in memory,
+optionally resampled) and :func:`convert` (a WAV or FLAC copy, streamed to
+disk) share one decoding path.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import uuid
-from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import numpy.typing as npt
 import soundfile
 
+from .decoding import (
+    PyAVSource,
+    Samples,
+    Source,
+    counted,
+    open_audio,
+    resample,
+    soundfile_info,
+)
 from .exceptions import NotAudioError
 
 log = logging.getLogger(__name__)
-
-#: Formats whose length libsndfile reads exactly from the header.
-_SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG", "AIFF", "AU", "W64", "RF64", "CAF"})
-
-#: Frames per block handed from a decoder to the resampler, the memory or the disk.
-_BLOCK_FRAMES = 1 << 16
 
 #: Target of :func:`convert`: libsndfile's container, and the source formats kept as they are.
 _CONVERSIONS: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
@@ -45,12 +41,12 @@ _CONVERSIONS: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
     ),
     "flac": ("FLAC", frozenset({"FLAC"}), frozenset({"PCM_S8", "PCM_16", "PCM_24"})),
 }
+#: What :func:`convert` writes.
+FORMATS = tuple(_CONVERSIONS)
 
 #: At most this many frames per byte of file are allocated ahead of decoding: a header
 #: announcing an absurd length cannot make :func:`load_audio` reserve all memory.
 _MAX_FRAMES_PER_BYTE = 256
-
-_DECODE_ERRORS = (av.FFmpegError, StopIteration, UnicodeDecodeError, ValueError)
 
 
 def duration(path: str | os.PathLike[str]) -> float:
@@ -82,40 +78,19 @@ def duration(path: str | os.PathLike[str]) -> float:
     >>> duration(wav)
     3.0
     """
-    info = _soundfile_info(path)
+    info = soundfile_info(path)
     if info is not None:
         return info.frames / info.samplerate
     return _container_duration(path)
 
 
-def _soundfile_info(path: str | os.PathLike[str]) -> soundfile._SoundFileInfo | None:
-    """soundfile's description of a file it reads exactly, else None; OSError as such."""
-    with open(path, "rb"):  # a missing or unreadable file is not a "not audio" error
-        pass
-    try:
-        info = soundfile.info(os.fspath(path))
-    except (soundfile.LibsndfileError, RuntimeError):
-        return None
-    if info.format in _SOUNDFILE_FORMATS and info.frames > 0:
-        return info
-    return None
-
-
 def _container_duration(path: str | os.PathLike[str]) -> float:
     """Duration from the container's timing, after decoding one frame to prove it is audio."""
-    with _PyAVSource(path) as source:
+    with PyAVSource(path) as source:
         seconds = source.seconds
     if seconds is None or not seconds > 0:
         raise NotAudioError("audio stream reports no duration")
     return float(seconds)
-
-
-def _not_audio(exc: BaseException) -> NotAudioError:
-    """The error for bytes a decoder refused, with the decoder's own reason."""
-    if isinstance(exc, StopIteration):
-        return NotAudioError("not readable audio (no audio frame in it)")
-    reason = getattr(exc, "strerror", None) or type(exc).__name__
-    return NotAudioError(f"not readable audio ({reason})")
 
 
 def load_audio(
@@ -186,7 +161,7 @@ def load_audio(
         if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
             raise ValueError(f"sr must be a positive whole number of Hz, not {sr!r}")
         sr = int(sr)
-    with _open(path) as source:
+    with open_audio(path) as source:
         size = os.stat(path).st_size
         rate = source.samplerate
         channels = 1 if mono else source.channels
@@ -194,14 +169,14 @@ def load_audio(
         if mono and source.channels > 1:
             blocks = (block.mean(axis=1, keepdims=True, dtype=np.float32) for block in blocks)
         frames_in = [0]
-        blocks = _counted(blocks, frames_in)
+        blocks = counted(blocks, frames_in)
         expected = source.frames
         if sr is not None and sr != rate:
-            blocks = _resample(blocks, rate, sr, channels)
+            blocks = resample(blocks, rate, sr, channels)
             expected = None if expected is None else round(expected * sr / rate)
         if expected is not None:
             expected = min(expected, _MAX_FRAMES_PER_BYTE * size)
-        buffer = _Samples(expected, channels)
+        buffer = Samples(expected, channels)
         for block in blocks:
             buffer.append(block)
     length = None if sr is None or sr == rate else round(frames_in[0] * sr / rate)
@@ -278,7 +253,7 @@ def convert(
     container, kept_containers, kept_subtypes = _CONVERSIONS[key]
     source_path = Path(path)
     target = Path(dest) if dest is not None else source_path.with_suffix(f".{key}")
-    with _open(source_path) as source:
+    with open_audio(source_path) as source:
         kept = source.container in kept_containers and source.subtype in kept_subtypes
         if dest is None and kept:
             log.debug("%s is already %s: kept as it is", source_path.name, container)
@@ -295,7 +270,7 @@ def convert(
     return target
 
 
-def _is_copy_of(target: Path, container: str, source: _Source, source_path: Path) -> bool:
+def _is_copy_of(target: Path, container: str, source: Source, source_path: Path) -> bool:
     """Whether `target` is a finished copy of `source`: same format, rate, channels, length."""
     try:
         info = soundfile.info(os.fspath(target))
@@ -312,7 +287,7 @@ def _is_copy_of(target: Path, container: str, source: _Source, source_path: Path
     )
 
 
-def _write(source: _Source, target: Path, container: str) -> None:
+def _write(source: Source, target: Path, container: str) -> None:
     """Stream `source` into `target` through a temporary file renamed into place when whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -329,236 +304,3 @@ def _write(source: _Source, target: Path, container: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-
-
-def _counted(blocks: Iterator[np.ndarray], total: list[int]) -> Iterator[np.ndarray]:
-    """Pass `blocks` through, adding their frames to ``total[0]``."""
-    for block in blocks:
-        total[0] += len(block)
-        yield block
-
-
-def _layout(channels: int) -> str:
-    """FFmpeg's name of the default layout of so many channels."""
-    return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
-
-
-def _resample(
-    blocks: Iterator[np.ndarray], rate: int, target: int, channels: int
-) -> Iterator[np.ndarray]:
-    """Resample float32 ``(frames, channels)`` blocks with libswresample, flushed at the end."""
-    layout = _layout(channels)
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=target)
-    for block in blocks:
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(block.T, dtype=np.float32), format="fltp", layout=layout
-        )
-        frame.sample_rate = rate
-        for out in resampler.resample(frame):
-            yield out.to_ndarray().T
-    for out in resampler.resample(None):  # the flush: the filter's last samples
-        yield out.to_ndarray().T
-
-
-class _Samples:
-    """A growing ``(frames, channels)`` float32 array, allocated once when the length is known."""
-
-    def __init__(self, expected: int | None, channels: int) -> None:
-        capacity = _BLOCK_FRAMES if expected is None else expected + expected // 100 + 64
-        self.data = np.empty((max(capacity, 1), channels), dtype=np.float32)
-        self.size = 0
-
-    def _reserve(self, frames: int) -> None:
-        if frames > len(self.data):
-            grown = np.empty((max(frames, len(self.data) * 3 // 2), self.data.shape[1]), np.float32)
-            grown[: self.size] = self.data[: self.size]
-            self.data = grown
-
-    def append(self, block: np.ndarray) -> None:
-        end = self.size + len(block)
-        self._reserve(end)
-        self.data[self.size : end] = block
-        self.size = end
-
-    def result(self, length: int | None = None) -> np.ndarray:
-        """The samples, cut or padded with zeros to `length` frames when given."""
-        if length is not None:
-            self._reserve(length)
-            self.data[self.size : length] = 0.0
-            self.size = length
-        self.data.resize((self.size, self.data.shape[1]), refcheck=False)  # in place: no copy
-        return self.data
-
-
-class _Source:
-    """An audio file open for reading: its parameters, then its samples once, in blocks.
-
-    Attributes
-    ----------
-    samplerate, channels : int
-        Of the samples `blocks` yields.
-    frames : int or None
-        Length the file announces (exact for libsndfile's formats and MP4; an
-        estimate for some others), None when unknown.
-    container : str
-        libsndfile's format name ("WAV", "FLAC", ...) or FFmpeg's container name.
-    subtype : str or None
-        libsndfile's subtype ("PCM_16", ...); None for files PyAV reads.
-    """
-
-    samplerate: int
-    channels: int
-    frames: int | None
-    container: str
-    subtype: str | None = None
-
-    def blocks(self) -> Iterator[np.ndarray]:
-        """float32 blocks of shape ``(frames, channels)``, NotAudioError if decoding fails."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> _Source:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _open(path: str | os.PathLike[str]) -> _Source:
-    """Open `path` with soundfile where it reads the format exactly, else with PyAV."""
-    info = _soundfile_info(path)
-    if info is not None:
-        return _SoundfileSource(path, info)
-    return _PyAVSource(path)
-
-
-class _SoundfileSource(_Source):
-    """WAV, FLAC, Ogg and the other formats libsndfile reads exactly."""
-
-    def __init__(self, path: str | os.PathLike[str], info: soundfile._SoundFileInfo) -> None:
-        try:
-            self._file = soundfile.SoundFile(os.fspath(path))
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise NotAudioError(f"not readable audio ({exc})") from None
-        self.samplerate = self._file.samplerate
-        self.channels = self._file.channels
-        self.frames = self._file.frames
-        self.container = info.format
-        self.subtype = info.subtype
-
-    def blocks(self) -> Iterator[np.ndarray]:
-        produced = 0
-        while True:
-            try:
-                block = self._file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            except (soundfile.LibsndfileError, RuntimeError) as exc:
-                raise NotAudioError(f"not readable audio ({exc})") from None
-            if not len(block):
-                break
-            produced += len(block)
-            yield block
-        _check_complete(produced, self.frames, tolerance=1)
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _PyAVSource(_Source):
-    """Everything else, through FFmpeg: AAC in MP4, MP3, Opus, ..."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        try:
-            self._container = av.open(os.fspath(path))
-        except _DECODE_ERRORS as exc:
-            raise _not_audio(exc) from None
-        try:
-            self._start()
-        except BaseException:
-            self._container.close()
-            raise
-
-    def _start(self) -> None:
-        """Find the audio stream and decode its first frame, which proves the bytes are audio."""
-        container = self._container
-        self.container = container.format.name
-        if not container.streams.audio:
-            raise NotAudioError(f"no audio stream in {self.container} data")
-        stream = container.streams.audio[0]
-        self._decoded = container.decode(stream)
-        try:
-            self._first = next(self._decoded)
-        except _DECODE_ERRORS as exc:
-            raise _not_audio(exc) from None
-        self.samplerate = self._first.sample_rate
-        self.channels = len(self._first.layout.channels)
-        if stream.duration is not None and stream.time_base is not None:
-            self.seconds: Fraction | None = stream.duration * stream.time_base
-        elif container.duration is not None:
-            self.seconds = Fraction(container.duration, av.time_base)
-        else:
-            self.seconds = None
-        self.frames = None if self.seconds is None else round(self.seconds * self.samplerate)
-        # FFmpeg skips the priming an MP4 edit list hides, but decodes the last packet
-        # whole: where the edit list says the audio ends, the rest is encoder padding.
-        self._mp4 = bool({"mov", "mp4"} & set(self.container.split(",")))
-        self._tolerance = stream.codec_context.frame_size or 2048
-
-    def blocks(self) -> Iterator[np.ndarray]:
-        remaining = self.frames if self._mp4 else None
-        pending: list[np.ndarray] = []
-        held = produced = 0
-        for frame in itertools.chain([self._first], self._rest()):
-            if frame.sample_rate != self.samplerate or len(frame.layout.channels) != self.channels:
-                raise NotAudioError(
-                    f"the audio changes from {self.samplerate} Hz, {self.channels} channels to "
-                    f"{frame.sample_rate} Hz, {len(frame.layout.channels)} channels midway"
-                )
-            samples = _frame_samples(frame, self.channels)
-            if remaining is not None:
-                samples = samples[:remaining]
-                remaining -= len(samples)
-            pending.append(samples)
-            held += len(samples)
-            if held >= _BLOCK_FRAMES:
-                produced += held
-                yield np.concatenate(pending)
-                pending, held = [], 0
-            if remaining == 0:
-                break
-        if held:
-            produced += held
-            yield np.concatenate(pending)
-        if self._mp4:
-            _check_complete(produced, self.frames, tolerance=self._tolerance)
-
-    def _rest(self) -> Iterator[av.AudioFrame]:
-        """The frames after the first, decoding errors as NotAudioError."""
-        try:
-            yield from self._decoded
-        except _DECODE_ERRORS as exc:
-            raise _not_audio(exc) from None
-
-    def close(self) -> None:
-        self._container.close()
-
-
-def _check_complete(produced: int, announced: int | None, tolerance: int) -> None:
-    """NotAudioError when decoding ended well before the length the header announces."""
-    if announced is not None and produced < announced - tolerance:
-        raise NotAudioError(
-            f"the audio stops after {produced} of the {announced} frames its header announces"
-            " (truncated?)"
-        )
-
-
-def _frame_samples(frame: av.AudioFrame, channels: int) -> np.ndarray:
-    """A decoded frame as float32 in [-1, 1], shape ``(frames, channels)``."""
-    data = frame.to_ndarray()
-    data = data.T if frame.format.is_planar else data.reshape(-1, channels)
-    if data.dtype.kind == "f":
-        return data.astype(np.float32, copy=False)
-    if data.dtype.kind == "u":  # 8-bit PCM is unsigned, centred on 128
-        return (data.astype(np.float32) - 128.0) / 128.0
-    return data.astype(np.float32) / np.float32(2.0 ** (8 * data.dtype.itemsize - 1))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ._version import __version__
 from .client import TOKEN_ENV
-from .core import fetch_all
+from .api import fetch_all
 from .exceptions import AuthError
 from .manifest import summarize
 

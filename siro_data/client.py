@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import pandas as pd
 import requests
+from urllib3.util.retry import Retry
 
 from .exceptions import AuthError, SiroAPIError
 from .ratelimit import RateLimiter
@@ -221,6 +222,8 @@ class SiroClient:
         Replaces the built-in pacing (e.g. one limiter shared by several clients).
     timeout : (float, float)
         Connect and read timeouts in seconds.
+    retries : urllib3.util.Retry, optional
+        Retry policy of the API requests; default :func:`siro_data.sessions.retry_policy`.
 
     Examples
     --------
@@ -239,12 +242,13 @@ class SiroClient:
         requests_per_minute: int = 1000,
         rate_limiter: RateLimiter | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retries: Retry | None = None,
     ) -> None:
         self.api_url = resolve_api_url(api_url)
         self._token = _Token(resolve_token(token))
         self.rate_limiter = rate_limiter or RateLimiter(requests_per_minute, 60.0)
         self.timeout = timeout
-        self._sessions = ThreadSessions(retry_policy())
+        self._sessions = ThreadSessions(retries or retry_policy())
 
     def sign(self, recording_id: str) -> SignedURL:
         """A fresh signed URL for one recording.
@@ -434,6 +438,39 @@ def sign(
 
     For many recordings use :class:`SiroClient` (connections are reused) or
     :func:`siro_data.fetch_all`.
+
+    Parameters
+    ----------
+    recording_id : str
+        The recording's id.
+    token : str or callable, optional
+        Siro OAuth access token, or a function returning the current one.
+        Default: ``$SIRO_AUTH_TOKEN``.
+    api_url : str, optional
+        Default: ``$SIRO_API_URL``, else ``https://api.siro.ai``.
+
+    Returns
+    -------
+    SignedURL
+        The URL (a secret until it expires: its repr hides the signature) and
+        its expiration.
+
+    Raises
+    ------
+    ValueError
+        No token, or an ``api_url`` that is not an http(s) URL.
+    AuthError
+        The token was rejected.
+    SiroAPIError
+        Any other refusal, with the status and the server's own message.
+
+    Examples
+    --------
+    >>> from siro_data.emulator import Emulator
+    >>> with Emulator(token="tok-example") as emu:
+    ...     signed = sign(next(iter(emu.recordings)), token="tok-example", api_url=emu.api_url)
+    >>> "<redacted>" in repr(signed), signed.expiration > pd.Timestamp.now(tz="UTC")
+    (True, True)
     """
     with SiroClient(token, api_url) as client:
         return client.sign(recording_id)

@@ -25,17 +25,11 @@ import dask
 import pandas as pd
 
 from .client import SiroClient, TokenSource, resolve_api_url, resolve_token
-from .core import (
-    _complete_rows,
-    _ensure_writable_dir,
-    _has_copy,
-    check_settings,
-    normalize_ids,
-    report_outcome,
-)
 from .core import fetch_all as fetch_here
-from .manifest import read_manifest, to_frame
+from .core import report_outcome
+from .inputs import absolute, check_settings, ensure_writable_dir, id_values
 from .ratelimit import RateLimiter
+from .rows import to_frame
 from .sessions import DEFAULT_TIMEOUT
 
 
@@ -158,14 +152,13 @@ def fetch_all(
     >>> manifest["error"].isna().all(), len(manifest)
     (np.True_, 4)
     """
-    ids = _id_series(ddf, id_column)
+    ids = id_values(ddf, id_column)
     check_settings(workers, convert_to)
-    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))
-    manifest_dir = Path(os.path.abspath(Path(manifest_path).expanduser()))
+    out_dir, manifest_dir = absolute(out_dir), absolute(manifest_path)
     if manifest_dir.exists() and not manifest_dir.is_dir():
         raise ValueError(f"manifest_path {manifest_dir} must be a folder (one file per partition)")
-    _ensure_writable_dir(out_dir, "out_dir")
-    _ensure_writable_dir(manifest_dir, "manifest_path")
+    ensure_writable_dir(out_dir, "out_dir")
+    ensure_writable_dir(manifest_dir, "manifest_path")
     job = _Job(
         token=Secret(resolve_token(token)),
         api_url=resolve_api_url(api_url),
@@ -205,17 +198,12 @@ def partition_tasks(ids: Any, job: _Job) -> list[Any]:
 
 
 def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
-    """On a worker: what the whole folder's manifest has complete is kept, the rest fetched."""
-    keys = normalize_ids(ids)
-    done: dict[str | None, dict[str, Any]] = {}
-    if not job.overwrite:
-        known = _complete_rows(read_manifest(job.manifest_dir), job.out_dir, set(keys))
-        done = {key: row for key, row in known.items() if _has_copy(row, job.convert_to)}
+    """On a worker: the partition's ids, resumed from the whole folder, into its own file."""
     pacer = job.pacer.on_worker() if isinstance(job.pacer, ClusterPacer) else job.pacer
     client = SiroClient(job.token.value, job.api_url, rate_limiter=pacer, timeout=job.timeout)
     try:
-        fetched = fetch_here(
-            [key for key in keys if key not in done],
+        return fetch_here(
+            ids,
             out_dir=job.out_dir,
             manifest_path=job.manifest_dir / f"part-{index:05d}.parquet",
             workers=job.workers,
@@ -224,23 +212,10 @@ def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
             client=client,
             timeout=job.timeout,
             convert_to=job.convert_to,
+            resume_from=job.manifest_dir,
         )
     finally:
         client.close()
-    rows = {**done, **{row["recording_id"]: row for row in fetched.to_dict("records")}}
-    return to_frame([rows[key] for key in keys])
-
-
-def _id_series(ddf: Any, id_column: str) -> Any:
-    """The ids as a Dask Series; a clear error before any request."""
-    if hasattr(ddf, "columns"):
-        if id_column not in ddf.columns:
-            raise ValueError(
-                f"no column {id_column!r} in the DataFrame; its columns are {list(ddf.columns)}"
-                " (pass id_column=...)"
-            )
-        return ddf[id_column]
-    return ddf
 
 
 def _pacer(requests_per_minute: int) -> Any:

@@ -24,7 +24,14 @@ import requests
 import urllib3
 
 from .exceptions import DownloadError, ExpiredURLError, NotAudioError
-from .sessions import DEFAULT_TIMEOUT, describe_error, make_session, redact
+from .sessions import (
+    DEFAULT_TIMEOUT,
+    ThreadSessions,
+    describe_error,
+    make_session,
+    redact,
+    retry_policy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,14 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
     'data/rec-1a2b.part'
     """
     return Path(path).with_suffix(".part")
+
+
+def partial_size(path: str | os.PathLike[str]) -> int:
+    """Bytes of ``path`` already held in its partial (0 when there is none)."""
+    try:
+        return os.stat(partial_path(path)).st_size
+    except OSError:
+        return 0
 
 
 class _Interrupted(Exception):
@@ -332,3 +347,93 @@ def _storage_message(response: requests.Response) -> str:
     else:
         message = " ".join(text.split())[:200] or response.reason or "no message"
     return redact(message)
+
+
+class Downloader:
+    """The storage side of a run: a Session per thread, timeouts, retries, expiring URLs.
+
+    As :class:`siro_data.SiroClient` holds the API side, a Downloader holds
+    what every download of a run shares; :func:`siro_data.fetch_all` makes
+    one, or takes yours (``downloader=``) to change its policy.
+
+    Parameters
+    ----------
+    timeout : (float, float)
+        Connect and read timeouts in seconds.
+    retries : urllib3.util.Retry, optional
+        Retry policy of the storage requests; default
+        :func:`siro_data.sessions.retry_policy`.
+    max_stalls : int
+        Attempts in a row that bring no new byte before a download gives up.
+    max_fruitless_urls : int
+        Fresh signed URLs in a row that expire without bringing a new byte
+        before a recording is given up. A long download may outlive many
+        URLs: each that makes progress is welcome.
+
+    Examples
+    --------
+    >>> from siro_data import SiroClient
+    >>> from siro_data.emulator import Emulator
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with Emulator() as emu, SiroClient(emu.token, emu.api_url) as client, Downloader() as d:
+    ...     results = [d.download(client.sign(rec_id).url, folder / f"{n}.audio")
+    ...                for n, rec_id in enumerate(list(emu.recordings)[:2])]
+    >>> [result.size > 0 for result in results]
+    [True, True]
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retries: urllib3.util.Retry | None = None,
+        max_stalls: int = 5,
+        max_fruitless_urls: int = 3,
+    ) -> None:
+        self.timeout = timeout
+        self.max_stalls = max_stalls
+        self.max_fruitless_urls = max_fruitless_urls
+        self._sessions = ThreadSessions(retries or retry_policy())
+
+    def download(
+        self,
+        url: str,
+        path: str | os.PathLike[str],
+        *,
+        verify: Callable[[Path], object] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Download:
+        """:func:`download` on this thread's Session, with this downloader's policy."""
+        return download(
+            url,
+            path,
+            session=self._sessions.get(),
+            timeout=self.timeout,
+            max_stalls=self.max_stalls,
+            verify=verify,
+            on_bytes=on_bytes,
+        )
+
+    @staticmethod
+    def expired(error: DownloadError, past_expiration: bool) -> bool:
+        """Whether ``error`` means the URL expired: sign again and continue.
+
+        Storage said so, or refused (400/401/403) a URL whose expiration has
+        passed: some stores answer a bare ``403 AccessDenied``.
+        """
+        refused = error.status in (400, 401, 403)
+        return isinstance(error, ExpiredURLError) or (refused and past_expiration)
+
+    def close(self) -> None:
+        """Close the connections of every thread."""
+        self._sessions.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Downloader(timeout={self.timeout}, max_fruitless_urls={self.max_fruitless_urls})"

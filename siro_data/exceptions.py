@@ -6,12 +6,15 @@ request holds the auth token and, for storage, the signed URL.
 
 from __future__ import annotations
 
+from .rows import Kind
+
 
 class SiroDataError(Exception):
     """Base class of every error siro_data raises."""
 
-    #: Short, stable name of the failure, used to group errors in the manifest.
-    kind = "error"
+    #: Short, stable name of the failure, used to group errors in the manifest
+    #: (:class:`siro_data.rows.Kind`; each subclass names its own).
+    kind = Kind.UNEXPECTED
 
 
 class SiroAPIError(SiroDataError):
@@ -34,26 +37,26 @@ class SiroAPIError(SiroDataError):
     @property
     def kind(self) -> str:  # type: ignore[override]
         if self.status is None:
-            return "connection"
+            return Kind.CONNECTION
         return {
-            400: "bad_request",
-            403: "forbidden",
-            404: "not_found",
-            422: "invalid",
-            429: "rate_limited",
-        }.get(self.status, "server_error" if self.status >= 500 else "api_error")
+            400: Kind.BAD_REQUEST,
+            403: Kind.FORBIDDEN,
+            404: Kind.NOT_FOUND,
+            422: Kind.INVALID,
+            429: Kind.RATE_LIMITED,
+        }.get(self.status, Kind.SERVER_ERROR if self.status >= 500 else Kind.API_ERROR)
 
 
 class AuthError(SiroAPIError):
     """The token was rejected (401): the whole run stops, since every call would fail."""
 
-    kind = "unauthorized"
+    kind = Kind.UNAUTHORIZED
 
 
 class DownloadError(SiroDataError):
     """Storage did not deliver the file (status and message, never the URL)."""
 
-    kind = "download"
+    kind = Kind.DOWNLOAD
 
     def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
@@ -65,10 +68,10 @@ class DownloadError(SiroDataError):
 class ExpiredURLError(DownloadError):
     """The signed URL expired: not a failure, the caller signs again and resumes."""
 
-    kind = "expired_url"
+    kind = Kind.EXPIRED_URL
 
 
 class NotAudioError(SiroDataError):
     """What arrived is not audio (an HTML or XML error page, truncated bytes)."""
 
-    kind = "not_audio"
+    kind = Kind.NOT_AUDIO

@@ -1,4 +1,6 @@
-"""The manifest: one row per recording, its schema defined here once.
+"""The manifest on disk: parquet, its journal, what an earlier run left complete.
+
+A row's columns and dtypes are :mod:`siro_data.rows`'.
 
 On disk it is a parquet file plus, while a run is going, an append-only
 journal of JSON lines beside it (``<manifest>.journal``). Each finished row
@@ -7,90 +9,59 @@ into the parquet file at the end of a run and read back after a crash, so a
 killed run loses no finished row.
 
 Several processes may share one manifest: every change to it (a journal line,
-a fold into parquet) and every read of it happens under a lock file beside it
-(``<manifest>.lock``).
+a fold into parquet) and every read of it happens under its lock
+(:func:`siro_data.locks.manifest_lock`).
 """
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import logging
 import math
 import os
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock
 
-try:
-    import fcntl
-except ImportError:  # Windows: filelock's own lock
-    fcntl = None
+from .locks import manifest_lock
+from .rows import COLUMNS, SCHEMA, Row, empty_manifest, to_frame
 
 log = logging.getLogger(__name__)
 
-#: Column → pandas dtype, in order.
-COLUMNS: dict[str, str] = {
-    "recording_id": "string",
-    "path": "string",
-    "expiration": "datetime64[ns, UTC]",
-    "error": "string",
-    "duration": "float64",
-    "size_bytes": "Int64",
-    "error_kind": "string",
-    "sha256": "string",
-    "content_type": "string",
-    "fetched_at": "datetime64[ns, UTC]",
-    "audio_path": "string",
-}
 
-SCHEMA = pa.schema(
-    [
-        (name, pa.timestamp("ns", tz="UTC"))
-        if dtype.startswith("datetime64")
-        else (name, {"string": pa.string(), "float64": pa.float64(), "Int64": pa.int64()}[dtype])
-        for name, dtype in COLUMNS.items()
-    ]
-)
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a manifest to parquet atomically: a crash leaves the old file or the new, whole.
 
-Row = Mapping[str, Any]
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Manifest rows; missing columns are written as nulls, dtypes as
+        :data:`siro_data.COLUMNS` says.
+    path : path-like
+        The parquet file; missing folders are made.
 
-
-def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
-    """Rows (dicts or a frame) as a manifest frame: exactly the columns, in order, typed.
+    Raises
+    ------
+    OSError
+        The file could not be written (nothing is left under a temporary name).
 
     Examples
     --------
-    >>> to_frame([{"recording_id": "a", "error": "404: Recording not found"}]).dtypes["size_bytes"]
-    Int64Dtype()
+    >>> import tempfile, pathlib
+    >>> from siro_data.rows import to_frame
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "manifest.parquet"
+    >>> write_manifest(to_frame([{"recording_id": "a", "error": "404: Recording not found"}]),
+    ...                path)
+    >>> read_manifest(path)[["recording_id", "error"]]
+      recording_id                     error
+    0            a  404: Recording not found
     """
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    typed = {}
-    for name, dtype in COLUMNS.items():
-        column = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
-        if dtype.startswith("datetime64"):
-            typed[name] = pd.to_datetime(column, utc=True, format="ISO8601").astype(dtype)
-        else:
-            typed[name] = column.astype(dtype)
-    return pd.DataFrame(typed, index=pd.RangeIndex(len(frame)))
-
-
-def empty_manifest() -> pd.DataFrame:
-    """A manifest with no rows, with the full schema."""
-    return to_frame([])
-
-
-def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write a manifest to parquet atomically: a crash leaves the old file or the new, whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(to_frame(manifest), schema=SCHEMA, preserve_index=False)
@@ -121,16 +92,32 @@ def journal_path(path: str | os.PathLike[str]) -> Path:
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a manifest, with the rows its journal holds from an unfinished run.
 
-    The latest row of each recording wins. A missing file reads as an empty
-    manifest; dtypes are exactly those :func:`siro_data.fetch_all` returns.
-    ``path`` may also be a folder of manifests (one per partition, as a Dask
-    run writes them): it reads as one, the latest ``fetched_at`` winning.
+    Parameters
+    ----------
+    path : path-like
+        The parquet file :func:`siro_data.fetch_all` writes, or a folder of
+        them (one per partition, as a Dask run writes them): a folder reads as
+        one manifest, the latest ``fetched_at`` of each recording winning.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per recording (its latest), with exactly the dtypes
+        :func:`siro_data.fetch_all` returns; empty, with those dtypes, when
+        there is no manifest yet.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> manifest = read_manifest(pathlib.Path(tempfile.mkdtemp()) / "none-yet.parquet")
+    >>> len(manifest), manifest.dtypes["duration"]
+    (0, dtype('float64'))
     """
     path = Path(path)
     if path.is_dir():
         return _read_dataset(path)
     parts = []
-    with _locked(path, optional=True):
+    with manifest_lock(path, optional=True):
         if path.exists():
             parts.append(to_frame(pq.read_table(path).to_pandas()))
         journal = _read_journal(journal_path(path))
@@ -154,6 +141,49 @@ def _read_dataset(folder: Path) -> pd.DataFrame:
 
 def _names(folder: Path, pattern: str) -> list[str]:
     return [path.name for path in folder.glob(pattern) if not path.name.endswith(".tmp")]
+
+
+def resume(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], wanted: Iterable[str | None]
+) -> pd.DataFrame:
+    """The rows of ``wanted`` ids that need no fetching again: complete, their file still whole.
+
+    Parameters
+    ----------
+    source : path-like
+        A manifest file, or a folder of them (as a Dask run writes it).
+    out_dir : path-like
+        Where the files are now: a row's file is looked for there by its name,
+        so a folder moved as a whole (manifest and audio together) still resumes.
+    wanted : iterable of str
+        The ids asked for; other rows are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Manifest rows (the schema of :data:`siro_data.rows.COLUMNS`) whose file
+        exists in ``out_dir`` with the size recorded, ``path`` pointing there.
+    """
+    previous = read_manifest(source)
+    candidates = previous[
+        previous["recording_id"].isin([key for key in wanted if key is not None])
+        & previous["error"].isna()
+        & previous["path"].notna()
+        & previous["size_bytes"].notna()
+    ]
+    local = [os.path.join(out_dir, os.path.basename(path)) for path in candidates["path"]]
+    intact = [
+        _stored_size(path) == size
+        for path, size in zip(local, candidates["size_bytes"].tolist(), strict=True)
+    ]
+    return to_frame(candidates.assign(path=local)[intact].reset_index(drop=True))
+
+
+def _stored_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 def latest_rows(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +210,7 @@ class Journal:
     def append(self, row: Row) -> None:
         """Record one finished row."""
         line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8")
-        with _locked(self.manifest_path):
+        with manifest_lock(self.manifest_path):
             # One descriptor both reads the last byte and appends (a file object would not).
             journal = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
@@ -203,7 +233,7 @@ def compact(path: str | os.PathLike[str], order: Sequence[str | None] = ()) -> p
     """
     path = Path(path)
     journal = journal_path(path)
-    with _locked(path):
+    with manifest_lock(path):
         for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
             stale.unlink(missing_ok=True)
         unchanged = path.exists() and (not journal.exists() or journal.stat().st_size == 0)
@@ -236,94 +266,6 @@ def _new_rows_in_order(
     for slot, row in zip(slots, sorted(slots, key=lambda row: rank[ids[row]]), strict=True):
         rows[slot] = row
     return to_frame(manifest.iloc[rows].reset_index(drop=True))
-
-
-def lock_path(path: str | os.PathLike[str]) -> Path:
-    """The lock file that sits beside a manifest."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.lock")
-
-
-@contextmanager
-def _locked(path: Path, optional: bool = False) -> Iterator[None]:
-    """Hold the manifest's lock (re-entrant within a thread).
-
-    ``optional``: where the lock cannot be created (a read-only folder, where
-    nobody can be writing either), go on without it.
-
-    On POSIX this is the ``flock`` filelock takes (either excludes the other) without
-    filelock's bookkeeping, which costs 0.3 to 1 ms a call: every finished row takes it.
-    """
-    if fcntl is not None:
-        held = _flock(lock_path(path).absolute(), optional)
-        if held is not _UNSUPPORTED:
-            try:
-                yield
-            finally:
-                _unflock(held)
-            return
-    lock = FileLock(lock_path(path), is_singleton=True)
-    try:
-        lock.acquire()
-    except OSError:
-        if not optional:
-            raise
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-_held = threading.local()  # .paths: lock file → depth, for the locks this thread holds
-_UNSUPPORTED = object()
-
-
-def _flock(lock: Path, optional: bool) -> object:
-    """Take `lock` (blocking, re-entrant within a thread): what :func:`_unflock` needs.
-
-    None when `optional` and the lock file cannot be made; ``_UNSUPPORTED`` where the
-    file system has no ``flock`` (filelock then falls back to a lock of its own).
-    """
-    depths: dict[Path, int] = _held.__dict__.setdefault("paths", {})
-    if depths.get(lock):
-        depths[lock] += 1
-        return lock, None
-    try:
-        try:
-            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:  # as filelock does, make the folder
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        if not optional:
-            raise
-        return None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-    except BaseException as exc:
-        os.close(descriptor)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSYS:
-            return _UNSUPPORTED
-        raise
-    depths[lock] = 1
-    return lock, descriptor
-
-
-def _unflock(held: object) -> None:
-    if held is None:
-        return
-    lock, descriptor = held
-    depths: dict[Path, int] = _held.paths
-    if descriptor is None:
-        depths[lock] -= 1
-        return
-    del depths[lock]
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
-    finally:
-        os.close(descriptor)
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:

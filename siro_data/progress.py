@@ -15,6 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
+from .rows import is_stopped, succeeded
+from .widgets import Panel, in_notebook
+
 
 @runtime_checkable
 class Reporter(Protocol):
@@ -30,7 +33,7 @@ class Reporter(Protocol):
         """
 
     def finished(self, row: Mapping[str, Any]) -> None:
-        """One recording's row is final (``row["error"]`` is None when it succeeded)."""
+        """One recording's row is final (:func:`siro_data.rows.succeeded` tells how it ended)."""
 
     def add_bytes(self, count: int) -> None:
         """``count`` more bytes of audio arrived."""
@@ -71,10 +74,10 @@ class TqdmProgress:
         )
 
     def finished(self, row: Mapping[str, Any]) -> None:
-        if row.get("error_kind") == "stopped":  # not reached: the bar stays where it stopped
+        if is_stopped(row):  # not reached: the bar stays where it stopped
             return
         with self._lock:
-            if row.get("error") is not None:
+            if not succeeded(row):
                 self.failed += 1
                 self._recordings.set_postfix(failed=self.failed, refresh=False)
             self._recordings.update(1)
@@ -92,11 +95,15 @@ class TqdmProgress:
                 bar.close()
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel, where widgets can be shown."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+def reporter_for(progress: bool | Reporter) -> Reporter:
+    """The reporter ``fetch_all(progress=...)`` asks for.
+
+    True: the notebook's :class:`siro_data.widgets.Panel` inside a Jupyter
+    kernel, else :class:`TqdmProgress`; False: nothing shown; a
+    :class:`Reporter`: that one.
+    """
+    if isinstance(progress, Reporter):
+        return progress
+    if progress and in_notebook():
+        return Panel()
+    return TqdmProgress(disable=not progress)

@@ -24,7 +24,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .progress import in_notebook
+from .rows import is_stopped, succeeded
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,9 @@ class Panel:
     def finished(self, row: Mapping[str, Any]) -> None:
         """Count one final row; a failed one joins the errors table."""
         with self._lock:
-            if row.get("error_kind") == "stopped":
+            if is_stopped(row):
                 self._not_fetched += 1
-            elif row.get("error") is None:
+            elif succeeded(row):
                 self._done += 1
                 self._finished_now += 1
             else:
@@ -362,6 +362,16 @@ def deliver_clicks(button: widgets.Button) -> int:
     for _ in range(clicks):
         button.click()
     return clicks
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel, where widgets can be shown."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def _kernel() -> Any:

@@ -17,7 +17,8 @@ from conftest import TOKEN
 
 from siro_data import read_manifest
 from siro_data.emulator import sample_recordings
-from siro_data.manifest import to_frame, write_manifest
+from siro_data.manifest import write_manifest
+from siro_data.rows import to_frame
 
 COMMAND = [sys.executable, "-m", "siro_data.cli"]
 

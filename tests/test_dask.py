@@ -23,7 +23,8 @@ import siro_data
 import siro_data.dask
 from siro_data.dask import ClusterPacer
 from siro_data.emulator import Emulator, make_recording, sample_recordings
-from siro_data.manifest import COLUMNS, SCHEMA, read_manifest
+from siro_data.manifest import read_manifest
+from siro_data.rows import COLUMNS, SCHEMA
 
 
 @pytest.fixture(scope="module")

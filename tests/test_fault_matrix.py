@@ -13,7 +13,6 @@ the emulator grows a switch the table does not exercise.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,10 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from urllib3.util.retry import Retry
 
-import siro_data.client
-import siro_data.core
-from siro_data import fetch_all, read_manifest
+from siro_data import Downloader, SiroClient, fetch_all, read_manifest
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Faults, Recording, make_recording
 from siro_data.manifest import journal_path
@@ -436,14 +434,12 @@ def emu(batch: dict[str, Recording]) -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+def fast_retries() -> Retry:
     """The library's retry policy (same statuses, same 5 retries) without backoff sleeps.
 
     Retry-After is still honoured.
     """
-    quick = functools.partial(retry_policy, backoff=0.0)
-    monkeypatch.setattr(siro_data.client, "retry_policy", quick)
-    monkeypatch.setattr(siro_data.core, "retry_policy", quick)
+    return retry_policy(backoff=0.0)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -496,7 +492,7 @@ def test_fault(
     emu: Emulator,
     batch: dict[str, Recording],
     tmp_path: Path,
-    fast_retries: None,
+    fast_retries: Retry,
 ) -> None:
     out_dir, manifest_path = tmp_path / "recordings", tmp_path / "manifest.parquet"
     if case.before is not None:
@@ -504,17 +500,19 @@ def test_fault(
     case.setup(emu, batch["bad"].id)
     ids = [batch[role].id for role in ROLES]
 
-    manifest = fetch_all(
-        ids,
-        out_dir=out_dir,
-        manifest_path=manifest_path,
-        token=TOKEN,
-        api_url=emu.api_url,
-        workers=3,
-        progress=False,
-        requests_per_minute=60_000,
-        timeout=case.timeout,
+    client = SiroClient(
+        TOKEN, emu.api_url, requests_per_minute=60_000, timeout=case.timeout, retries=fast_retries
     )
+    with client, Downloader(timeout=case.timeout, retries=fast_retries) as downloader:
+        manifest = fetch_all(
+            ids,
+            out_dir=out_dir,
+            manifest_path=manifest_path,
+            workers=3,
+            progress=False,
+            client=client,
+            downloader=downloader,
+        )
     served = emu.stats.bytes_served.copy()  # before a stalled answer could send more
 
     expected = {role: case.bad if role == "bad" else case.rest for role in ROLES}

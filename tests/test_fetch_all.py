@@ -16,11 +16,12 @@ from conftest import TOKEN
 
 import siro_data
 from siro_data import AuthError, fetch_all, read_manifest
-from siro_data.core import LOCKS_FOLDER
-from siro_data.download import partial_path
+from siro_data.download import Downloader, partial_path
 from siro_data.emulator import Emulator, Recording, make_recording
-from siro_data.manifest import COLUMNS, journal_path
+from siro_data.locks import LOCKS_FOLDER
+from siro_data.manifest import journal_path
 from siro_data.naming import file_stem
+from siro_data.rows import COLUMNS
 
 
 def run(emu: Emulator, ids, out_dir: Path, manifest_path: Path, **options) -> pd.DataFrame:
@@ -166,17 +167,17 @@ def test_url_expiring_mid_download_is_signed_again_and_continued(emulator, out_d
 
 
 def test_an_expiry_after_progress_does_not_count_against_the_recording(
-    emulator, out_dir, manifest_path, monkeypatch
+    emulator, out_dir, manifest_path
 ):
     """A long download may outlive many URLs: only expiries in a row without progress count."""
-    monkeypatch.setattr(siro_data.core, "MAX_FRUITLESS_SIGNINGS", 1)
+    one_expiry_allowed = Downloader(timeout=(5, 5), max_fruitless_urls=1)
     rec_id, recording = next(iter(emulator.recordings.items()))
     emulator.faults.url_ttl = 2.0  # lives 2 to 3 s
     emulator.faults.bandwidth = 25_000
     emulator.faults.cut_after[rec_id] = 80_000  # 3.2 s in: the resume meets an expired URL
     assert recording.size > 80_000
 
-    manifest = run(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
+    manifest = run(emulator, [rec_id], out_dir, manifest_path, downloader=one_expiry_allowed)
 
     assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
     assert emulator.stats.api_calls[rec_id] == 2

@@ -6,16 +6,14 @@ import pandas as pd
 import pytest
 
 from siro_data.manifest import (
-    COLUMNS,
     Journal,
     compact,
-    empty_manifest,
     journal_path,
     read_manifest,
     summarize,
-    to_frame,
     write_manifest,
 )
+from siro_data.rows import COLUMNS, empty_manifest, to_frame
 
 NOW = pd.Timestamp("2026-11-28 12:00", tz="UTC")
 

@@ -18,6 +18,7 @@ from jupyter_client import KernelManager
 import siro_data
 from siro_data import widgets
 from siro_data.manifest import read_manifest
+from siro_data.naming import file_stem
 from siro_data.progress import Reporter
 from siro_data.widgets import Panel, deliver_clicks
 
@@ -371,7 +372,7 @@ def test_fetch_all_stopped_from_the_panel_then_resumed(
         data = recordings[row.recording_id].data
         assert Path(row.path).read_bytes() == data
     for recording_id in manifest.loc[kinds == "stopped", "recording_id"]:
-        assert not list(out_dir.glob(f"{siro_data.file_stem(recording_id)}.*[!t]"))
+        assert not list(out_dir.glob(f"{file_stem(recording_id)}.*[!t]"))
 
     emulator.faults.bandwidth = None
     again = siro_data.fetch_all(

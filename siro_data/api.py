@@ -1,0 +1,162 @@
+"""The public entry: :func:`fetch_all` picks the run that suits its ids.
+
+A pandas table (or a list) runs on this machine's threads (:mod:`siro_data.core`);
+a Dask DataFrame runs its partitions on the cluster (:mod:`siro_data.dask`),
+each partition through the same single-machine run. This choice is all that
+happens here, as requests' ``api`` sits over its ``Session``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from . import core
+from .client import SiroClient, TokenSource
+from .download import Downloader
+from .inputs import IdsLike, is_dask
+from .progress import Reporter
+from .sessions import DEFAULT_TIMEOUT
+
+
+def fetch_all(
+    ids: IdsLike,
+    id_column: str = "recording_id",
+    out_dir: str | os.PathLike[str] = "data/recordings",
+    manifest_path: str | os.PathLike[str] = "data/manifest.parquet",
+    token: TokenSource | None = None,
+    api_url: str | None = None,
+    workers: int = 16,
+    progress: bool | Reporter = True,
+    overwrite: bool = False,
+    *,
+    client: SiroClient | None = None,
+    downloader: Downloader | None = None,
+    requests_per_minute: int = 1000,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    convert_to: str | None = None,
+) -> pd.DataFrame:
+    """Download the audio of many recordings, resumably, and describe it in a manifest.
+
+    Parameters
+    ----------
+    ids : DataFrame, Series or iterable
+        Recording ids: a DataFrame's ``id_column``, or the values themselves.
+        A Dask DataFrame or Series runs on the cluster: see
+        :func:`siro_data.dask.fetch_all` (``manifest_path`` is then a folder;
+        ``progress``, ``client`` and ``downloader`` are not used there).
+        Duplicates are fetched once; numbers become strings; a null or empty
+        id becomes a row with an error.
+    id_column : str
+        The id column when ``ids`` is a DataFrame.
+    out_dir : path-like
+        Where the audio files go, one per recording, named after its id.
+    manifest_path : path-like
+        The parquet manifest. It describes everything fetched into
+        ``out_dir`` so far, across runs: rows of this call are added or updated.
+    token : str or callable, optional
+        Siro OAuth access token, or a function returning the current one
+        (asked again once after a 401). Default: ``$SIRO_AUTH_TOKEN``. Not
+        needed when every row is already complete.
+    api_url : str, optional
+        Default: ``$SIRO_API_URL``, else ``https://api.siro.ai``.
+    workers : int
+        Recordings in flight at once (signing and downloading overlap). A
+        recording spends ~0.1 s at the API and most of a second downloading,
+        so about 12 in flight are needed to use Siro's 1000 calls a minute;
+        16 leaves room (see the README's figures).
+    progress : bool or Reporter
+        Show progress: ``tqdm.auto`` bars (text in a terminal, widgets in
+        Jupyter), or nothing, or any :class:`siro_data.progress.Reporter`
+        such as :class:`siro_data.widgets.Panel`, which has a Stop button.
+    overwrite : bool
+        Fetch every recording again, even those already complete.
+    client : SiroClient, optional
+        A client to use instead of one made from ``token`` and ``api_url``
+        (its own pacing, timeouts and retries apply).
+    downloader : Downloader, optional
+        The storage side's policy (timeouts, retries, how many expiring URLs
+        to try) instead of one made from ``timeout``.
+    requests_per_minute : int
+        Pace of API calls; Siro allows 1000 per token per minute.
+    timeout : (float, float)
+        Connect and read timeouts in seconds, for every request.
+    convert_to : {None, "wav", "flac"}
+        Also write, beside each download, a copy that soundfile and every
+        audio tool read (16-bit PCM, the original rate and channels); its path
+        is the ``audio_path`` column. Copies already made are kept; complete
+        downloads without one are converted without being fetched again.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest of this call: one row per distinct id, in input order,
+        with the columns of :data:`siro_data.manifest.COLUMNS`. A row whose
+        ``error`` is null has its complete, checked file at ``path``. When the
+        run was stopped (the reporter's Stop, or an interrupt in Jupyter), the
+        ids it did not reach have ``error_kind`` "stopped"; run again to resume.
+
+    Raises
+    ------
+    ValueError
+        Bad input, before any request: no such column, no token, bad settings.
+    AuthError
+        The token was rejected (and could not be renewed): the run stopped,
+        the manifest keeps every row finished before.
+    OSError
+        Writing failed (a full disk, for instance): the run stopped the same
+        way, partial files are kept for the next run.
+    KeyboardInterrupt
+        Outside Jupyter, after the manifest was saved the same way.
+
+    Notes
+    -----
+    Several processes may fetch into one ``out_dir`` and manifest at once:
+    a lock per recording (in ``out_dir/.locks``) keeps them from fetching the
+    same file together, and the manifest's own lock keeps its rows whole.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from siro_data.emulator import Emulator
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with Emulator() as emu:
+    ...     manifest = fetch_all(list(emu.recordings)[:3], out_dir=folder / "audio",
+    ...                          manifest_path=folder / "manifest.parquet",
+    ...                          token=emu.token, api_url=emu.api_url, progress=False)
+    >>> print(manifest["error"].isna().all())
+    True
+    """
+    if is_dask(ids):
+        from . import dask
+
+        return dask.fetch_all(
+            ids,
+            id_column,
+            out_dir,
+            manifest_path,
+            token,
+            api_url,
+            workers,
+            overwrite,
+            requests_per_minute=requests_per_minute,
+            timeout=timeout,
+            convert_to=convert_to,
+        )
+    return core.fetch_all(
+        ids,
+        id_column,
+        out_dir,
+        manifest_path,
+        token,
+        api_url,
+        workers,
+        progress,
+        overwrite,
+        client=client,
+        downloader=downloader,
+        requests_per_minute=requests_per_minute,
+        timeout=timeout,
+        convert_to=convert_to,
+    )

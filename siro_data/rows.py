@@ -1,0 +1,187 @@
+"""A manifest row, defined once: its columns and dtypes, its error kinds, its builders.
+
+Every row the run records is made here (:func:`ok_row`, :func:`error_row`,
+:func:`stopped_row`) and read through here (:func:`is_stopped`), so that the
+columns and the ``error_kind`` vocabulary have one home.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+#: Column → pandas dtype, in order.
+COLUMNS: dict[str, str] = {
+    "recording_id": "string",
+    "path": "string",
+    "expiration": "datetime64[ns, UTC]",
+    "error": "string",
+    "duration": "float64",
+    "size_bytes": "Int64",
+    "error_kind": "string",
+    "sha256": "string",
+    "content_type": "string",
+    "fetched_at": "datetime64[ns, UTC]",
+    "audio_path": "string",
+}
+
+#: The same columns as an Arrow schema: what the parquet file holds.
+SCHEMA = pa.schema(
+    [
+        (name, pa.timestamp("ns", tz="UTC"))
+        if dtype.startswith("datetime64")
+        else (name, {"string": pa.string(), "float64": pa.float64(), "Int64": pa.int64()}[dtype])
+        for name, dtype in COLUMNS.items()
+    ]
+)
+
+Row = Mapping[str, Any]
+
+
+class Kind:
+    """The values of the ``error_kind`` column: what went wrong, in one word, for grouping."""
+
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    INVALID = "invalid"
+    BAD_REQUEST = "bad_request"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    API_ERROR = "api_error"
+    CONNECTION = "connection"
+    DOWNLOAD = "download"
+    NOT_AUDIO = "not_audio"
+    INVALID_ID = "invalid_id"
+    CONVERSION = "conversion"
+    UNEXPECTED = "unexpected"
+    STOPPED = "stopped"
+    #: Errors that stop the run or are cured at once, never a row's kind.
+    UNAUTHORIZED = "unauthorized"
+    EXPIRED_URL = "expired_url"
+
+
+#: Every error kind with what it means (the README's table of errors lists the same).
+KINDS: dict[str, str] = {
+    Kind.NOT_FOUND: "the API does not know the id (404)",
+    Kind.FORBIDDEN: "the token may not read this recording (403)",
+    Kind.INVALID: "the API refused the request as malformed (422)",
+    Kind.BAD_REQUEST: "the API answered 400",
+    Kind.RATE_LIMITED: "the API kept answering 429 after the retries",
+    Kind.SERVER_ERROR: "the API kept failing (5xx) after the retries",
+    Kind.API_ERROR: "any other refusal, or an answer that is not a usable signed URL",
+    Kind.CONNECTION: "no answer from the API after the retries",
+    Kind.DOWNLOAD: "storage refused the URL, kept failing, or sent bytes that do not add up",
+    Kind.NOT_AUDIO: "what storage sent is not audio (an error page, undecodable bytes)",
+    Kind.INVALID_ID: "the id is missing or empty: nothing was asked",
+    Kind.CONVERSION: "the download is complete but its WAV/FLAC copy failed",
+    Kind.UNEXPECTED: "an error nobody foresaw (logged with its traceback)",
+    Kind.STOPPED: "not fetched: the run was stopped before this id; run again to resume",
+}
+
+#: Kinds errors carry that no row ever shows: a rejected token stops the whole run
+#: (``AuthError``); an expired URL is signed again at once.
+RUN_KINDS: dict[str, str] = {
+    Kind.UNAUTHORIZED: "the token was rejected and could not be renewed: the run stops",
+    Kind.EXPIRED_URL: "the signed URL expired: it is signed again and the download continues",
+}
+
+STOPPED_MESSAGE = "not fetched: the run was stopped"
+
+
+def now() -> pd.Timestamp:
+    """The ``fetched_at`` of a row finished now."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+def ok_row(
+    recording_id: str,
+    *,
+    path: str,
+    expiration: pd.Timestamp | None,
+    duration: float | None,
+    size_bytes: int,
+    sha256: str,
+    content_type: str | None,
+) -> dict[str, Any]:
+    """The row of a recording whose complete, checked file is at ``path``."""
+    return {
+        "recording_id": recording_id,
+        "path": path,
+        "expiration": expiration,
+        "duration": duration,
+        "size_bytes": size_bytes,
+        "sha256": sha256,
+        "content_type": content_type,
+        "fetched_at": now(),
+    }
+
+
+def error_row(
+    recording_id: str | None, error: str, kind: str, expiration: pd.Timestamp | None = None
+) -> dict[str, Any]:
+    """The row of a recording that failed: ``error`` in words, ``kind`` one of :data:`KINDS`.
+
+    Examples
+    --------
+    >>> error_row("rec_1", "404: Recording not found", Kind.NOT_FOUND)["error_kind"]
+    'not_found'
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown error kind {kind!r}")
+    return {
+        "recording_id": recording_id,
+        "error": error,
+        "error_kind": kind,
+        "expiration": expiration,
+        "fetched_at": now(),
+    }
+
+
+def stopped_row(recording_id: str) -> dict[str, Any]:
+    """The row of an id a stopped run did not reach."""
+    return error_row(recording_id, STOPPED_MESSAGE, Kind.STOPPED)
+
+
+def with_error(row: Row, error: str, kind: str) -> dict[str, Any]:
+    """``row`` turned into a failure, keeping what it says of the file (a failed post-step)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown error kind {kind!r}")
+    return {**row, "error": error, "error_kind": kind}
+
+
+def is_stopped(row: Row) -> bool:
+    """Whether ``row`` stands for an id a stopped run did not reach."""
+    return row.get("error_kind") == Kind.STOPPED
+
+
+def succeeded(row: Row) -> bool:
+    """Whether ``row`` has its complete, checked file (no error)."""
+    error = row.get("error")
+    return error is None or error is pd.NA
+
+
+def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
+    """Rows (dicts or a frame) as a manifest frame: exactly the columns, in order, typed.
+
+    Examples
+    --------
+    >>> to_frame([{"recording_id": "a", "error": "404: Recording not found"}]).dtypes["size_bytes"]
+    Int64Dtype()
+    """
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    typed = {}
+    for name, dtype in COLUMNS.items():
+        column = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
+        if dtype.startswith("datetime64"):
+            typed[name] = pd.to_datetime(column, utc=True, format="ISO8601").astype(dtype)
+        else:
+            typed[name] = column.astype(dtype)
+    return pd.DataFrame(typed, index=pd.RangeIndex(len(frame)))
+
+
+def empty_manifest() -> pd.DataFrame:
+    """A manifest with no rows, with the full schema."""
+    return to_frame([])
