@@ -601,6 +601,18 @@ def test_stats_count_per_id_and_reset(emu: Emulator, recs) -> None:
     assert not stats.connections_opened and not stats.api_request_times
 
 
+def test_stats_snapshot_is_a_copy_and_headers_can_be_dropped(emu: Emulator, rid: str) -> None:
+    requests.get(signed_url(emu, rid), timeout=5)
+    snapshot = emu.stats.snapshot()
+    emu.stats.forget_headers()
+    sign(emu, rid)
+    assert snapshot.api_requests == 1 and snapshot.api_calls == {rid: 1}
+    assert snapshot.total_bytes_served == emu.stats.total_bytes_served > 0
+    assert len(snapshot.api_headers) == 1 and len(snapshot.storage_headers) == 1
+    assert emu.stats.api_requests == 2 and emu.stats.api_calls == {rid: 2}
+    assert len(emu.stats.api_headers) == 1 and emu.stats.storage_headers == []
+
+
 # --- recordings listing ------------------------------------------------------------------------
 
 

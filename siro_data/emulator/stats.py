@@ -1,11 +1,13 @@
 """What the emulator's servers saw: requests, bytes and connections, counted under a lock.
 
-The handlers count through the ``count_*`` methods; tests read the fields directly.
+The handlers count through the ``count_*`` methods; tests read the fields directly, and a
+process that polls while the servers run reads a consistent copy with `Stats.snapshot`.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -44,6 +46,20 @@ class Stats:
         with self._lock:
             for name, value in fresh._counters().items():
                 setattr(self, name, value)
+
+    def snapshot(self) -> Stats:
+        """A copy of every counter taken at one instant: totals that agree with each other.
+
+        For a reader polling while the servers run, which must not hold the lock itself.
+        """
+        with self._lock:
+            return Stats(**{name: copy.copy(value) for name, value in self._counters().items()})
+
+    def forget_headers(self) -> None:
+        """Drop the request headers kept so far: a long run that needs only counts stays small."""
+        with self._lock:
+            self.api_headers.clear()
+            self.storage_headers.clear()
 
     def count_api(self, rec_id: str | None, headers: dict[str, str]) -> None:
         """Count an API request (either route) on arrival; `rec_id` None off the signedUrl path."""
