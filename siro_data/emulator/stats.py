@@ -44,8 +44,8 @@ class Stats:
         """Zero every counter (fault state and rate-limit windows are kept)."""
         fresh = Stats()
         with self._lock:
-            for name, value in fresh._counters().items():
-                setattr(self, name, value)
+            for name in self._counters():
+                setattr(self, name, getattr(fresh, name))
 
     def snapshot(self) -> Stats:
         """A copy of every counter taken at one instant: totals that agree with each other.
