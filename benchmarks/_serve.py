@@ -135,20 +135,17 @@ def build(spec: dict[str, Any]) -> dict[str, Recording]:
 
 
 def stats(emulator: Emulator) -> dict[str, Any]:
-    counters = emulator.stats
-    with counters._lock:
-        result = {
-            "api_requests": counters.api_requests,
-            "rate_limited": counters.rate_limited,
-            "connections": dict(counters.connections_opened),
-            "storage_requests": sum(counters.storage_requests.values()),
-            "bytes_served": counters.total_bytes_served,
-        }
-        counters.api_headers.clear()  # only counts are needed: keep memory flat
-        counters.storage_headers.clear()
+    emulator.stats.forget_headers()  # only counts are needed: keep memory flat
+    counters = emulator.stats.snapshot()
     times = os.times()
-    result["cpu"] = times.user + times.system
-    return result
+    return {
+        "api_requests": counters.api_requests,
+        "rate_limited": counters.rate_limited,
+        "connections": dict(counters.connections_opened),
+        "storage_requests": sum(counters.storage_requests.values()),
+        "bytes_served": counters.total_bytes_served,
+        "cpu": times.user + times.system,
+    }
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from siro_data.emulator import Emulator, sample_recordings, server
+from siro_data.emulator import Emulator, api, sample_recordings
 
 SPEC = Path(__file__).parent / "specs" / "recordings-read-openapi.json"
 TOKEN_HEADER = "x-siro-auth-token"
@@ -106,6 +106,6 @@ def test_bad_tokens_get_a_documented_401(emu, token):
 
 def test_the_check_is_not_blind(emu, monkeypatch):
     """A page without its required ``cursor`` fails validation: the checks do read bodies."""
-    monkeypatch.setattr(server, "list_page", lambda recordings, query: {"data": []})
+    monkeypatch.setattr(api, "list_page", lambda recordings, query: {"data": []})
     with pytest.raises(FailureGroup):
         call(emu)

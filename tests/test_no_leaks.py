@@ -35,7 +35,7 @@ from conftest import TOKEN
 import siro_data.client
 from siro_data import AuthError, SiroClient, download, fetch_all, read_manifest
 from siro_data.emulator import Emulator, Recording, sample_recordings
-from siro_data.emulator.server import CLIENT_EMAIL
+from siro_data.emulator.storage import CLIENT_EMAIL
 from siro_data.exceptions import DownloadError, ExpiredURLError, SiroAPIError
 from siro_data.manifest import journal_path
 from siro_data.sessions import TOKEN_HEADER, retry_policy
@@ -54,8 +54,8 @@ class SigningEmulator(Emulator):
         super().__init__(*args, **kwargs)
         self.issued: list[str] = []
 
-    def _sign(self, recording: Recording) -> tuple[str, int]:
-        url, expiration = super()._sign(recording)
+    def sign_url(self, recording: Recording) -> tuple[str, int]:
+        url, expiration = super().sign_url(recording)
         self.issued.append(url)
         return url, expiration
 

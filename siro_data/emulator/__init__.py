@@ -14,6 +14,8 @@ Used by the tests, the demo and the benchmarks; the library itself never imports
 (503, 200, False)
 """
 
+from .emulator import Emulator
+from .faults import Faults
 from .samples import (
     CONTENT_TYPES,
     Recording,
@@ -22,7 +24,7 @@ from .samples import (
     sample_recordings,
     speech_like,
 )
-from .server import Emulator, Faults, Stats
+from .stats import Stats
 
 __all__ = [
     "CONTENT_TYPES",

@@ -7,8 +7,9 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from .emulator import Emulator
+from .faults import Faults
 from .samples import sample_recordings
-from .server import Emulator, Faults
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """``GET /v1/core/recordings`` as Siro documents it: filters, ordering and cursor paging.
 
-Pure functions over the emulator's recordings; the server adds authentication and the rate
-limit. Errors are plain text, as the spec says for this endpoint (unlike the signed-URL
-endpoint's JSON).
+Pure functions over the emulator's recordings; the API handler (``api``) adds the token
+check and the rate limit. Errors are plain text, as the spec says for this endpoint (unlike
+the signed-URL endpoint's JSON).
 """
 
 from __future__ import annotations
