@@ -9,14 +9,15 @@ happens here, as requests' ``api`` sits over its ``Session``.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 
 import pandas as pd
 
-from . import core
+from . import core, processors
 from .client import SiroClient, TokenSource
 from .download import Downloader
-from .inputs import IdsLike, is_dask
-from .progress import Reporter
+from .inputs import IdsLike, check_settings, is_dask
+from .progress import Reporter, reporter_for
 from .sessions import DEFAULT_TIMEOUT
 
 
@@ -44,7 +45,7 @@ def fetch_all(
     ids : DataFrame, Series or iterable
         Recording ids: a DataFrame's ``id_column``, or the values themselves.
         A Dask DataFrame or Series runs on the cluster: see
-        :func:`siro_data.dask.fetch_all` (``manifest_path`` is then a folder;
+        :func:`siro_data.dask.run` (``manifest_path`` is then a folder;
         ``progress``, ``client`` and ``downloader`` are not used there).
         Duplicates are fetched once; numbers become strings; a null or empty
         id becomes a row with an error.
@@ -131,7 +132,7 @@ def fetch_all(
     if is_dask(ids):
         from . import dask
 
-        return dask.fetch_all(
+        return dask.run(
             ids,
             id_column,
             out_dir,
@@ -140,23 +141,28 @@ def fetch_all(
             api_url,
             workers,
             overwrite,
-            requests_per_minute=requests_per_minute,
-            timeout=timeout,
-            convert_to=convert_to,
+            requests_per_minute,
+            timeout,
+            convert_to,
         )
-    return core.fetch_all(
-        ids,
-        id_column,
-        out_dir,
-        manifest_path,
-        token,
-        api_url,
-        workers,
-        progress,
-        overwrite,
-        client=client,
-        downloader=downloader,
-        requests_per_minute=requests_per_minute,
-        timeout=timeout,
-        convert_to=convert_to,
-    )
+    check_settings(workers, convert_to)
+
+    def connect() -> AbstractContextManager[SiroClient]:
+        """The API client, made only when some id must be fetched (no token needed before)."""
+        if client is not None:
+            return nullcontext(client)  # the caller's: not closed here
+        return SiroClient(token, api_url, requests_per_minute=requests_per_minute, timeout=timeout)
+
+    with nullcontext(downloader) if downloader else Downloader(timeout=timeout) as storage:
+        return core.run(
+            ids,
+            out_dir,
+            manifest_path,
+            id_column=id_column,
+            connect=connect,
+            downloader=storage,
+            reporter=reporter_for(progress),
+            workers=workers,
+            overwrite=overwrite,
+            steps=processors.for_settings(convert_to, overwrite),
+        )

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from ._version import __version__
-from .client import TOKEN_ENV
 from .api import fetch_all
+from .client import TOKEN_ENV
 from .exceptions import AuthError
 from .manifest import summarize
 

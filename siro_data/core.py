@@ -14,32 +14,26 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from . import audio, processors
-from .client import SignedURL, SiroClient, TokenSource
+from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
 from .exceptions import AuthError, DownloadError, SiroDataError
-from .inputs import (
-    IdsLike,
-    absolute,
-    check_settings,
-    ensure_writable_dir,
-    invalid_reason,
-    normalize_ids,
-)
+from .inputs import IdsLike, absolute, ensure_writable_dir, invalid_reason, normalize_ids
 from .locks import LOCKS_FOLDER, acquire, recording_lock
 from .manifest import Journal, compact, resume
 from .naming import file_stem, url_extension
 from .processors import Processor
-from .progress import Reporter, reporter_for
+from .progress import Reporter
 from .rows import Kind, Row, empty_manifest, error_row, ok_row, stopped_row, to_frame
-from .sessions import DEFAULT_TIMEOUT, describe_error
+from .sessions import describe_error
 from .widgets import in_notebook
 
 log = logging.getLogger(__name__)
@@ -52,39 +46,47 @@ POLL_SECONDS = 0.2
 QUEUED_PER_WORKER = 2
 
 
-def fetch_all(
+def run(
     ids: IdsLike,
-    id_column: str = "recording_id",
-    out_dir: str | os.PathLike[str] = "data/recordings",
-    manifest_path: str | os.PathLike[str] = "data/manifest.parquet",
-    token: TokenSource | None = None,
-    api_url: str | None = None,
-    workers: int = 16,
-    progress: bool | Reporter = True,
-    overwrite: bool = False,
+    out_dir: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
     *,
-    client: SiroClient | None = None,
-    downloader: Downloader | None = None,
-    requests_per_minute: int = 1000,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-    convert_to: str | None = None,
+    connect: Callable[[], AbstractContextManager[SiroClient]],
+    downloader: Downloader,
+    reporter: Reporter,
+    id_column: str = "recording_id",
+    workers: int = 16,
+    overwrite: bool = False,
+    steps: Sequence[Processor] = (),
     resume_from: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """:func:`siro_data.fetch_all` on this machine's threads (its parameters, plus one).
+    """Fetch ``ids`` into ``out_dir`` on this machine's threads; the manifest of this call.
+
+    What :func:`siro_data.fetch_all` does for a pandas table, with its settings
+    already turned into the objects that do the work.
 
     Parameters
     ----------
+    ids, id_column, out_dir, manifest_path, workers, overwrite
+        As :func:`siro_data.fetch_all` takes them.
+    connect : callable
+        Returns the API client as a context manager (closed on exit), called
+        only when some id must be fetched: a run with nothing new needs no token.
+    downloader : Downloader
+        The storage side's sessions and policy.
+    reporter : Reporter
+        What the run shows, and its Stop.
+    steps : sequence of Processor
+        Post-steps applied to every complete row, in order.
     resume_from : path-like, optional
         The manifest (a file, or a folder of them) whose complete rows need no
         fetching; default ``manifest_path``. A Dask partition writes its own
         manifest file and resumes from the whole folder.
     """
     keys = normalize_ids(ids, id_column)
-    check_settings(workers, convert_to)
     out_dir, manifest_path = absolute(out_dir), absolute(manifest_path)
     ensure_writable_dir(out_dir, "out_dir")
     ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
-    steps = processors.for_settings(convert_to, overwrite)
     source = manifest_path if resume_from is None else absolute(resume_from)
 
     resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
@@ -96,15 +98,6 @@ def fetch_all(
     tasks = [
         (key, to_finish.get(key)) for key in keys if key not in rows and invalid_reason(key) is None
     ]
-    own_client = client is None and any(row is None for _, row in tasks)
-    if own_client:
-        client = SiroClient(
-            token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
-        )
-    own_downloader = downloader is None
-    if own_downloader:
-        downloader = Downloader(timeout=timeout)
-    reporter = reporter_for(progress)
     journal = Journal(manifest_path)
 
     def record(row: Row) -> None:
@@ -117,28 +110,34 @@ def fetch_all(
         done = resume(source, out_dir, [recording_id])
         return done.iloc[0].to_dict() if len(done) else None
 
-    run = _Run(client, downloader, out_dir, workers, overwrite, reporter, complete_elsewhere, steps)
-    reporter.start(total=len(keys), done=len(rows), stop=run.stop.set)
-    opened = [client if own_client else None, downloader if own_downloader else None]
-    try:
-        for key in keys:
-            reason = invalid_reason(key)
-            if reason and key not in rows:
-                record(error_row(key, f"invalid id: {reason}", Kind.INVALID_ID))
-        if tasks:
-            try:
-                run.execute(tasks, record)
-            except KeyboardInterrupt:
-                if not in_notebook():
-                    raise
-                log.warning("interrupted: the run stopped, run again to resume")
-        for key, _ in tasks:
-            if key not in rows:
-                record(stopped_row(key))
-    except BaseException:
-        _wind_up(reporter, opened, manifest_path, keys, failing=True)
-        raise
-    _wind_up(reporter, opened, manifest_path, keys, failing=False)
+    with ExitStack() as opened:
+        fetching = any(row is None for _, row in tasks)
+        client = opened.enter_context(connect()) if fetching else None
+        work = _Run(
+            client, downloader, out_dir, workers, overwrite, reporter, complete_elsewhere, steps
+        )
+        reporter.start(total=len(keys), done=len(rows), stop=work.stop.set)
+        try:
+            for key in keys:
+                reason = invalid_reason(key)
+                if reason and key not in rows:
+                    record(error_row(key, f"invalid id: {reason}", Kind.INVALID_ID))
+            if tasks:
+                try:
+                    work.execute(tasks, record)
+                except KeyboardInterrupt:
+                    if not in_notebook():
+                        raise
+                    log.warning("interrupted: the run stopped, run again to resume")
+            for key, _ in tasks:
+                if key not in rows:
+                    record(stopped_row(key))
+        except BaseException:
+            reporter.close()
+            _save(manifest_path, keys, failing=True)
+            raise
+        reporter.close()
+    _save(manifest_path, keys, failing=False)
     manifest = to_frame([rows[key] for key in keys])
     report_outcome(manifest)
     return manifest
@@ -154,23 +153,13 @@ def report_outcome(manifest: pd.DataFrame) -> None:
         log.warning("%d of %d recordings failed: see the error column", failed, len(manifest))
 
 
-def _wind_up(
-    reporter: Reporter,
-    opened: Iterable[SiroClient | Downloader | None],
-    manifest_path: Path,
-    keys: list[str | None],
-    failing: bool,
-) -> None:
-    """Close what the run opened and fold the journal into the manifest, new rows in input order.
+def _save(manifest_path: Path, keys: list[str | None], failing: bool) -> None:
+    """Fold the journal into the manifest, new rows in input order.
 
     While another error is on its way out, a failure to save (the same full
     disk, say) is logged rather than raised over it: the journal still holds
     every row, and the next run reads it.
     """
-    reporter.close()
-    for resource in opened:
-        if resource is not None:
-            resource.close()
     try:
         saved = compact(manifest_path, order=keys)
     except OSError as exc:

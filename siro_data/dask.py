@@ -1,8 +1,9 @@
 """fetch_all over a Dask DataFrame: partitions on the cluster's workers, one rate limit for all.
 
-Each partition runs the single-machine :func:`siro_data.core.fetch_all` on a
-worker, into the shared ``out_dir``, with its own manifest file
-``<manifest folder>/part-NNNNN.parquet``; the folder reads as one manifest
+:func:`siro_data.fetch_all` hands a Dask DataFrame here. Each partition runs
+the single-machine :func:`siro_data.core.run` on a worker, into the shared
+``out_dir``, with its own manifest file ``<manifest folder>/part-NNNNN.parquet``,
+resuming from the whole folder; the folder reads as one manifest
 (:func:`siro_data.read_manifest`, ``pandas.read_parquet``,
 ``dask.dataframe.read_parquet``). What holds on one machine holds per worker:
 atomic files, resume from partial files, file locks so that no two workers
@@ -24,13 +25,13 @@ from typing import Any
 import dask
 import pandas as pd
 
+from . import core, processors
 from .client import SiroClient, TokenSource, resolve_api_url, resolve_token
-from .core import fetch_all as fetch_here
-from .core import report_outcome
+from .download import Downloader
 from .inputs import absolute, check_settings, ensure_writable_dir, id_values
+from .progress import TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import to_frame
-from .sessions import DEFAULT_TIMEOUT
 
 
 class Secret:
@@ -110,26 +111,25 @@ class _Job:
     convert_to: str | None
 
 
-def fetch_all(
+def run(
     ddf: Any,
-    id_column: str = "recording_id",
-    out_dir: str | os.PathLike[str] = "data/recordings",
-    manifest_path: str | os.PathLike[str] = "data/manifest",
-    token: TokenSource | None = None,
-    api_url: str | None = None,
-    workers: int = 8,
-    overwrite: bool = False,
-    *,
-    requests_per_minute: int = 1000,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-    convert_to: str | None = None,
+    id_column: str,
+    out_dir: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
+    token: TokenSource | None,
+    api_url: str | None,
+    workers: int,
+    overwrite: bool,
+    requests_per_minute: int,
+    timeout: tuple[float, float],
+    convert_to: str | None,
 ) -> pd.DataFrame:
-    """Fetch the recordings of a Dask DataFrame (or Series) of ids on the cluster.
+    """:func:`siro_data.fetch_all` for a Dask DataFrame (or Series) of ids: on the cluster.
 
     With a ``distributed.Client`` active, each partition runs on a worker;
-    without one, on this machine's threads. ``out_dir`` and ``manifest_path``
-    must be paths every worker sees (a shared file system). The other
-    parameters are :func:`siro_data.fetch_all`'s, ``workers`` counting threads
+    without one, on this machine's threads. The parameters are
+    :func:`siro_data.fetch_all`'s; ``out_dir`` and ``manifest_path`` must be
+    paths every worker sees (a shared file system), ``workers`` counts threads
     per partition.
 
     Returns
@@ -142,13 +142,15 @@ def fetch_all(
     Examples
     --------
     >>> import tempfile, pathlib, pandas as pd, dask.dataframe as dd
+    >>> import siro_data
     >>> from siro_data.emulator import Emulator
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> with Emulator() as emu:
     ...     ids = dd.from_pandas(pd.DataFrame({"recording_id": list(emu.recordings)[:4]}),
     ...                          npartitions=2)
-    ...     manifest = fetch_all(ids, out_dir=folder / "audio", manifest_path=folder / "m",
-    ...                          token=emu.token, api_url=emu.api_url)
+    ...     manifest = siro_data.fetch_all(ids, out_dir=folder / "audio",
+    ...                                    manifest_path=folder / "m", token=emu.token,
+    ...                                    api_url=emu.api_url, workers=8)
     >>> manifest["error"].isna().all(), len(manifest)
     (np.True_, 4)
     """
@@ -184,7 +186,7 @@ def fetch_all(
                 seen.add(row["recording_id"])
                 rows.append(row)
     manifest = to_frame(rows)
-    report_outcome(manifest)
+    core.report_outcome(manifest)
     return manifest
 
 
@@ -200,22 +202,23 @@ def partition_tasks(ids: Any, job: _Job) -> list[Any]:
 def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
     """On a worker: the partition's ids, resumed from the whole folder, into its own file."""
     pacer = job.pacer.on_worker() if isinstance(job.pacer, ClusterPacer) else job.pacer
-    client = SiroClient(job.token.value, job.api_url, rate_limiter=pacer, timeout=job.timeout)
-    try:
-        return fetch_here(
+
+    def connect() -> SiroClient:
+        return SiroClient(job.token.value, job.api_url, rate_limiter=pacer, timeout=job.timeout)
+
+    with Downloader(timeout=job.timeout) as downloader:
+        return core.run(
             ids,
-            out_dir=job.out_dir,
-            manifest_path=job.manifest_dir / f"part-{index:05d}.parquet",
+            job.out_dir,
+            job.manifest_dir / f"part-{index:05d}.parquet",
+            connect=connect,
+            downloader=downloader,
+            reporter=TqdmProgress(disable=True),
             workers=job.workers,
-            progress=False,
             overwrite=job.overwrite,
-            client=client,
-            timeout=job.timeout,
-            convert_to=job.convert_to,
+            steps=processors.for_settings(job.convert_to, job.overwrite),
             resume_from=job.manifest_dir,
         )
-    finally:
-        client.close()
 
 
 def _pacer(requests_per_minute: int) -> Any:
