@@ -15,7 +15,7 @@ Stop button) in a notebook, or your own.
 
 from ._version import __version__
 from .api import fetch_all
-from .audio import convert, duration, load_audio
+from .audio import AudioInfo, convert, duration, load_audio, probe
 from .client import SignedURL, SiroClient, sign
 from .download import Download, Downloader, download
 from .exceptions import (
@@ -35,6 +35,7 @@ from .widgets import Panel
 
 __all__ = [
     "COLUMNS",
+    "AudioInfo",
     "AuthError",
     "Download",
     "DownloadError",
@@ -56,6 +57,7 @@ __all__ = [
     "fetch_all",
     "list_recordings",
     "load_audio",
+    "probe",
     "read_manifest",
     "sign",
     "summarize",

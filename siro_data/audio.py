@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from .decoding import (
     PyAVSource,
     Samples,
     Source,
+    codec_name,
     counted,
     open_audio,
     resample,
@@ -87,10 +89,76 @@ def duration(path: str | os.PathLike[str]) -> float:
 def _container_duration(path: str | os.PathLike[str]) -> float:
     """Duration from the container's timing, after decoding one frame to prove it is audio."""
     with PyAVSource(path) as source:
-        seconds = source.seconds
-    if seconds is None or not seconds > 0:
+        return _seconds(source)
+
+
+def _seconds(source: PyAVSource) -> float:
+    if source.seconds is None or not source.seconds > 0:
         raise NotAudioError("audio stream reports no duration")
-    return float(seconds)
+    return float(source.seconds)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What checking a file learns of it: how long it lasts and how it is encoded.
+
+    Attributes
+    ----------
+    duration : float
+        Seconds, as :func:`duration` measures them.
+    sample_rate : int
+        Hz, as :func:`load_audio` decodes the file by default (for Opus in Ogg,
+        the rate of the audio that was encoded, as libsndfile reports it).
+    channels : int
+        Channels of the audio.
+    codec : str or None
+        FFmpeg's codec name (``aac``, ``mp3``, ``pcm_s16le``, ``flac``, ``opus``, ...).
+    """
+
+    duration: float
+    sample_rate: int
+    channels: int
+    codec: str | None
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Check that a file is audio, and describe it: duration, sample rate, channels, codec.
+
+    The check :func:`siro_data.fetch_all` runs on every download before it
+    keeps it: WAV, FLAC and Ogg are read by soundfile from their header;
+    everything else by PyAV, which decodes one frame to prove the bytes are
+    audio.
+
+    Parameters
+    ----------
+    path : path-like
+        An audio file (the content decides, not the file name).
+
+    Returns
+    -------
+    AudioInfo
+
+    Raises
+    ------
+    NotAudioError
+        The file is not audio (an HTML error page, random or truncated bytes).
+    FileNotFoundError
+        There is no such file (other ``OSError`` subclasses when it cannot be read).
+
+    Examples
+    --------
+    >>> import numpy as np, soundfile, tempfile, pathlib
+    >>> wav = pathlib.Path(tempfile.mkdtemp()) / "phone.wav"
+    >>> soundfile.write(wav, np.zeros((8000 * 2, 2), dtype="float32"), 8000, subtype="PCM_16")
+    >>> probe(wav)
+    AudioInfo(duration=2.0, sample_rate=8000, channels=2, codec='pcm_s16le')
+    """
+    info = soundfile_info(path)
+    if info is not None:
+        codec = codec_name(path)
+        return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels, codec)
+    with PyAVSource(path) as source:
+        return AudioInfo(_seconds(source), source.samplerate, source.channels, source.codec)
 
 
 def load_audio(

@@ -312,7 +312,7 @@ class _Run:
             held = partial_size(target)
             try:
                 result = self.downloader.download(
-                    signed.url, target, verify=audio.duration, on_bytes=self._on_bytes
+                    signed.url, target, verify=audio.probe, on_bytes=self._on_bytes
                 )
             except DownloadError as exc:
                 if not self.downloader.expired(exc, signed.expires_within(0)):
@@ -320,14 +320,18 @@ class _Run:
                 fruitless = 0 if partial_size(target) > held else fruitless + 1
                 log.info("%r: signed URL expired, asking for a fresh one", recording_id)
                 continue
+            info = result.verified
             return ok_row(
                 recording_id,
                 path=str(result.path),
                 expiration=signed.expiration,
-                duration=result.verified,
+                duration=info.duration,
                 size_bytes=result.size,
                 sha256=result.sha256,
                 content_type=result.content_type,
+                sample_rate=info.sample_rate,
+                channels=info.channels,
+                codec=info.codec,
             )
         raise DownloadError(
             f"signed URL expired {self.downloader.max_fruitless_urls} times in a row"

@@ -42,6 +42,21 @@ def soundfile_info(path: str | os.PathLike[str]) -> soundfile._SoundFileInfo | N
     return None
 
 
+def codec_name(path: str | os.PathLike[str]) -> str | None:
+    """FFmpeg's name of the first audio stream's codec, read from the header; None if unknown.
+
+    Names are FFmpeg's everywhere (``pcm_s16le`` for 16-bit WAV, ``flac``,
+    ``opus``), also for the files soundfile decodes, so that one column groups
+    them alike.
+    """
+    try:
+        with av.open(os.fspath(path)) as container:
+            streams = container.streams.audio
+            return streams[0].codec_context.codec.canonical_name if streams else None
+    except DECODE_ERRORS:
+        return None
+
+
 def not_audio(exc: BaseException) -> NotAudioError:
     """The error for bytes a decoder refused, with the decoder's own reason."""
     if isinstance(exc, StopIteration):
@@ -123,6 +138,9 @@ class Source:
         libsndfile's format name ("WAV", "FLAC", ...) or FFmpeg's container name.
     subtype : str or None
         libsndfile's subtype ("PCM_16", ...); None for files PyAV reads.
+    codec : str or None
+        FFmpeg's name of the audio codec ("aac", "pcm_s16le", "opus", ...), None
+        where FFmpeg does not know the file.
     """
 
     samplerate: int
@@ -130,6 +148,7 @@ class Source:
     frames: int | None
     container: str
     subtype: str | None = None
+    codec: str | None = None
 
     def blocks(self) -> Iterator[np.ndarray]:
         """float32 blocks of shape ``(frames, channels)``, NotAudioError if decoding fails."""
@@ -166,6 +185,7 @@ class SoundfileSource(Source):
         self.frames = self._file.frames
         self.container = info.format
         self.subtype = info.subtype
+        self.codec = codec_name(path)
 
     def blocks(self) -> Iterator[np.ndarray]:
         produced = 0
@@ -223,6 +243,7 @@ class PyAVSource(Source):
         # whole: where the edit list says the audio ends, the rest is encoder padding.
         self._mp4 = bool({"mov", "mp4"} & set(self.container.split(",")))
         self._tolerance = stream.codec_context.frame_size or 2048
+        self.codec = stream.codec_context.codec.canonical_name
 
     def blocks(self) -> Iterator[np.ndarray]:
         remaining = self.frames if self._mp4 else None

@@ -26,6 +26,9 @@ COLUMNS: dict[str, str] = {
     "content_type": "string",
     "fetched_at": "datetime64[ns, UTC]",
     "audio_path": "string",
+    "sample_rate": "Int64",
+    "channels": "Int64",
+    "codec": "string",
 }
 
 #: The same columns as an Arrow schema: what the parquet file holds.
@@ -105,6 +108,9 @@ def ok_row(
     size_bytes: int,
     sha256: str,
     content_type: str | None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    codec: str | None = None,
 ) -> dict[str, Any]:
     """The row of a recording whose complete, checked file is at ``path``."""
     return {
@@ -116,6 +122,9 @@ def ok_row(
         "sha256": sha256,
         "content_type": content_type,
         "fetched_at": now(),
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "codec": codec,
     }
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from siro_data import NotAudioError, convert, duration, load_audio
+from siro_data import AudioInfo, NotAudioError, convert, duration, load_audio, probe
 from siro_data.emulator import Recording, encode, sample_recordings, speech_like
 
 SAMPLERATE = 16_000
@@ -89,6 +89,37 @@ def test_not_audio_is_an_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(NotAudioError):
         duration(path)
+
+
+#: What FFmpeg calls the codec our encoder writes in each format.
+CODECS = {"m4a": "aac", "mp3": "mp3", "wav": "pcm_s16le", "flac": "flac", "ogg": "opus"}
+
+
+@pytest.mark.parametrize("extension", FORMATS)
+@pytest.mark.parametrize(("samplerate", "channels"), [(8_000, 1), (16_000, 2), (44_100, 1)])
+def test_probe_tells_rate_channels_and_codec(tmp_path, extension, samplerate, channels):
+    """8 kHz phone audio told from 16 kHz app audio, in FFmpeg's codec names."""
+    signal_ = speech_like(3.0, samplerate, seed=1)
+    if channels == 2:
+        signal_ = _stereo_signal(3.0, samplerate)
+    path = tmp_path / f"clip.{extension}"
+    path.write_bytes(encode(signal_, samplerate, extension))
+    info = probe(path)
+    assert isinstance(info, AudioInfo)
+    # Opus codes 8, 12, 16, 24 or 48 kHz: 44.1 kHz goes in as 48 kHz.
+    rate = 48_000 if extension == "ogg" and samplerate == 44_100 else samplerate
+    assert (info.sample_rate, info.channels, info.codec) == (rate, channels, CODECS[extension])
+    assert info.duration == duration(path)
+    assert load_audio(path, mono=False)[0].shape[1] == info.channels
+    assert load_audio(path)[1] == info.sample_rate
+
+
+@pytest.mark.parametrize("content", NOT_AUDIO, ids=NOT_AUDIO_IDS)
+def test_probe_refuses_what_is_not_audio(tmp_path, content):
+    path = tmp_path / "x.wav"
+    path.write_bytes(content)
+    with pytest.raises(NotAudioError):
+        probe(path)
 
 
 def test_truncated_m4a_is_an_error(tmp_path):

@@ -258,14 +258,14 @@ def test_an_unforeseen_error_costs_its_row_not_the_run(
     emulator, out_dir, manifest_path, monkeypatch
 ):
     ids = list(emulator.recordings)
-    real_duration = siro_data.audio.duration
+    real_probe = siro_data.audio.probe
 
-    def duration(path):
+    def probe(path):
         if path.stat().st_size == emulator.recordings[ids[1]].size:
             raise KeyError("surprise")
-        return real_duration(path)
+        return real_probe(path)
 
-    monkeypatch.setattr(siro_data.audio, "duration", duration)
+    monkeypatch.setattr(siro_data.audio, "probe", probe)
     manifest = run(emulator, ids, out_dir, manifest_path)
     assert manifest.loc[1, "error"] == "unexpected error: KeyError: 'surprise'"
     assert manifest.loc[1, "error_kind"] == "unexpected"
@@ -281,7 +281,7 @@ def test_a_disk_error_stops_the_run_and_keeps_the_manifest(
     def full_disk(path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(siro_data.audio, "duration", full_disk)
+    monkeypatch.setattr(siro_data.audio, "probe", full_disk)
     emulator.stats.reset()
     with pytest.raises(OSError, match="No space left"):
         run(emulator, ids, out_dir, manifest_path, workers=1)
@@ -546,3 +546,30 @@ def test_paths_in_the_manifest_are_absolute_without_dot_dot(
     manifest = run(emulator, [rec_id], Path("../data/recordings"), Path("../data/m.parquet"))
     assert manifest.loc[0, "path"].startswith(str(tmp_path / "data" / "recordings") + "/")
     assert (tmp_path / "data" / "m.parquet").exists()
+
+
+def test_the_manifest_carries_rate_channels_and_codec(emulator, out_dir, manifest_path):
+    """Read during the decode check: 8 kHz phone audio told apart, null where a row failed."""
+    emulator.add_recording(make_recording("phone-call", 2.0, "wav", samplerate=8_000))
+    failing = next(iter(emulator.recordings))
+    emulator.faults.api_status[failing] = 404
+    ids = list(emulator.recordings)
+    manifest = run(emulator, ids, out_dir, manifest_path)
+
+    codecs = {"m4a": "aac", "mp3": "mp3", "wav": "pcm_s16le", "flac": "flac", "ogg": "opus"}
+    for row in manifest.itertuples():
+        if row.recording_id == failing:
+            assert pd.isna(row.sample_rate) and pd.isna(row.channels) and pd.isna(row.codec)
+            continue
+        recording = emulator.recordings[row.recording_id]
+        expected_rate = 8_000 if row.recording_id == "phone-call" else 16_000
+        assert (row.sample_rate, row.channels) == (expected_rate, 1)
+        assert row.codec == codecs[recording.extension]
+    back = read_manifest(manifest_path)
+    assert back.dtypes[["sample_rate", "channels", "codec"]].astype(str).tolist() == [
+        "Int64",
+        "Int64",
+        "string",
+    ]
+    by_id = back.set_index("recording_id")
+    assert by_id.loc["phone-call", "sample_rate"] == 8_000
