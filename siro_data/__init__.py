@@ -27,10 +27,11 @@ from .exceptions import (
     SiroDataError,
 )
 from .listing import list_recordings
-from .manifest import read_manifest, summarize, write_manifest
+from .manifest import read_manifest, write_manifest
 from .progress import Reporter, TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import COLUMNS
+from .summary import summarize
 from .widgets import Panel
 
 __all__ = [

@@ -18,7 +18,7 @@ from ._version import __version__
 from .api import fetch_all
 from .client import TOKEN_ENV
 from .exceptions import AuthError
-from .manifest import summarize
+from .summary import summarize
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -10,10 +10,10 @@ from siro_data.manifest import (
     compact,
     journal_path,
     read_manifest,
-    summarize,
     write_manifest,
 )
 from siro_data.rows import COLUMNS, empty_manifest, to_frame
+from siro_data.summary import summarize
 
 NOW = pd.Timestamp("2026-11-28 12:00", tz="UTC")
 
