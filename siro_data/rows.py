@@ -35,17 +35,8 @@ COLUMNS: dict[str, str] = {
     "codec": "string",
 }
 
-#: Each dtype's Arrow type. Strings are ``large_string``, what pandas' Arrow-backed
-#: strings hold: a manifest read from parquet becomes a frame without a copy.
-_ARROW_TYPES = {
-    "string": pa.large_string(),
-    "float64": pa.float64(),
-    "Int64": pa.int64(),
-    "datetime64[ns, UTC]": pa.timestamp("ns", tz="UTC"),
-}
-
 #: The same columns as an Arrow schema: what the parquet file holds.
-SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
+SCHEMA = pa.schema([(name, store.ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
 
 Row = Mapping[str, Any]
 
@@ -205,10 +196,6 @@ def empty_manifest() -> pd.DataFrame:
     return to_frame([])
 
 
-#: Arrow type → the pandas dtype of :data:`COLUMNS` (others convert as pandas would).
-_PANDAS_TYPES = {pa.large_string(): pd.StringDtype("pyarrow"), pa.int64(): pd.Int64Dtype()}
-
-
 def conform(table: pa.Table) -> pa.Table:
     """``table`` with exactly :data:`SCHEMA` (manifests written before a column existed
     read with it empty).
@@ -218,7 +205,7 @@ def conform(table: pa.Table) -> pa.Table:
 
 def from_arrow(table: pa.Table) -> pd.DataFrame:
     """Manifest rows held in Arrow as a manifest frame (strings stay Arrow-backed)."""
-    return conform(table).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return store.to_pandas(table, SCHEMA)
 
 
 def to_arrow(rows: Iterable[Row] | pd.DataFrame) -> pa.Table:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -26,6 +27,22 @@ from .files import replacing
 KEY = "recording_id"
 #: Rows per parquet row group: a fold or a read holds one group at a time.
 ROW_GROUP_ROWS = 1 << 16
+
+#: A column's pandas dtype (as the tables' column dicts name it) → its Arrow type. Strings
+#: are ``large_string``, what pandas' Arrow-backed strings hold: no copy either way.
+ARROW_TYPES = {
+    "string": pa.large_string(),
+    "float64": pa.float64(),
+    "Int64": pa.int64(),
+    "boolean": pa.bool_(),
+    "datetime64[ns, UTC]": pa.timestamp("ns", tz="UTC"),
+}
+#: Arrow type → the pandas dtype it reads as (others convert as pandas would).
+_PANDAS_TYPES = {
+    pa.large_string(): pd.StringDtype("pyarrow"),
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
 
 
 def as_ids(ids: Iterable[str | None] | pa.Array) -> pa.Array:
@@ -47,6 +64,11 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def to_pandas(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
+    """Rows held in Arrow as a frame of the dtypes ``schema`` stands for."""
+    return conform(table, schema).to_pandas(types_mapper=_PANDAS_TYPES.get)
 
 
 def concat(schema: pa.Schema, tables: Iterable[pa.Table]) -> pa.Table:

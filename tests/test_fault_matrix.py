@@ -270,6 +270,11 @@ CASES = [
         fails("200: signedUrl error: Recording audio is not available yet", "api_error"),
     ),
     Case(
+        "audio not ready until later",
+        per_id("not_ready_until", 4e9),  # 2096, by the emulator's clock
+        fails("200: signedUrl error: Recording audio is not available yet", "api_error"),
+    ),
+    Case(
         "200 with an HTML page",
         per_id("api_malformed", "html"),
         fails(
