@@ -72,7 +72,7 @@ def watermark(tmp_path: Path) -> str | None:
 
 
 def test_the_first_sync_needs_since_and_asks_nothing_without_it(emu, tmp_path):
-    with pytest.raises(ValueError, match="first sync .* needs since"):
+    with pytest.raises(ValueError, match=r"first sync .* needs since"):
         synced(emu, tmp_path)
     assert emu.stats.api_requests == 0
 
@@ -176,11 +176,16 @@ def test_each_team_is_listed_apart_and_kept_with_its_team(tmp_path):
     with Emulator(recordings=recordings, token=TOKEN) as emu:
         result = synced(emu, tmp_path, since=END - timedelta(days=40), team_id=teams)
     expected = {rec.id: rec.team_id for rec in recordings.values() if rec.team_id in teams}
-    assert dict(zip(result.recordings.recording_id, result.recordings.team_id)) == expected
+    listed = result.recordings
+    assert dict(zip(listed.recording_id, listed.team_id, strict=True)) == expected
     kept = pd.read_parquet(listing_path(tmp_path / "manifest.parquet"))
-    assert dict(zip(kept.recording_id, kept.team_id)) == expected
-    # Another filter set keeps its own watermark.
-    assert len(list(tmp_path.glob(".manifest.parquet.sync-*.json"))) == 1
+    assert dict(zip(kept.recording_id, kept.team_id, strict=True)) == expected
+    assert len(list(tmp_path.glob(".manifest.parquet.sync-*.json"))) == 1  # one filter set
+
+    # Another filter set keeps a watermark of its own.
+    with Emulator(recordings=recordings, token=TOKEN) as emu:
+        synced(emu, tmp_path, since=END - timedelta(days=40), result="closed")
+    assert len(list(tmp_path.glob(".manifest.parquet.sync-*.json"))) == 2
 
 
 def test_listing_and_signing_share_one_pace(emu, tmp_path):
