@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 import siro_data
-from siro_data.emulator import Emulator
+from siro_data.emulator import Emulator, Recording
+from siro_data.naming import file_stem
 from siro_data.sessions import retry_policy
 
 #: The token every emulator in the tests accepts. Long enough to be redacted (shorter strings
@@ -40,6 +41,11 @@ def fetch(emu: Emulator, ids, out_dir, manifest_path, **options) -> pd.DataFrame
     """
     options = {"token": emu.token, "api_url": emu.api_url, "progress": False, **options}
     return siro_data.fetch_all(ids, out_dir=out_dir, manifest_path=manifest_path, **options)
+
+
+def final_path(out_dir: Path, recording: Recording) -> Path:
+    """Where a run keeps ``recording``'s complete file in ``out_dir``."""
+    return out_dir / f"{file_stem(recording.id)}.{recording.extension}"
 
 
 def sha256(path: str | Path) -> str:

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import FAST_RETRIES, TOKEN, fetch, sha256
+from support import FAST_RETRIES, TOKEN, fetch, final_path, sha256
 
 from siro_data import Downloader, SiroClient, read_manifest
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Faults, Recording, make_recording
 from siro_data.manifest import journal_path
-from siro_data.naming import file_stem
 
 ROLES = ("bad", "ok1", "ok2")
 
@@ -430,10 +429,6 @@ def recordings(batch: dict[str, Recording]) -> dict[str, Recording]:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def final_path(out_dir: Path, recording: Recording) -> Path:
-    return out_dir / f"{file_stem(recording.id)}.{recording.extension}"
 
 
 def check_row(

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import TOKEN, TokenProvider, fetch, sha256
+from support import TOKEN, TokenProvider, fetch, final_path, sha256
 
 from siro_data import AuthError, read_manifest
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Recording, make_recording
-from siro_data.naming import file_stem
 
 #: The emulator's token, then the one a renewal brings.
 FIRST, SECOND = TOKEN, f"{TOKEN}-second"
@@ -41,10 +40,6 @@ def long() -> Recording:
 def recordings(small: list[Recording], long: Recording) -> dict[str, Recording]:
     """What the emulator serves here: the long one first."""
     return {rec.id: rec for rec in [long, *small]}
-
-
-def final_path(out_dir: Path, recording: Recording) -> Path:
-    return out_dir / f"{file_stem(recording.id)}.{recording.extension}"
 
 
 def sent_with(emu: Emulator, token: str) -> int:
