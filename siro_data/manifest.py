@@ -2,11 +2,18 @@
 
 A row's columns and dtypes are :mod:`siro_data.rows`'.
 
-On disk it is a parquet file plus, while a run is going, an append-only
-journal of JSON lines beside it (``<manifest>.journal``). Each finished row
+On disk it is one parquet file plus, while a run is going, an append-only
+journal of JSON lines beside it (``.<manifest>.journal``). Each finished row
 costs one short append, however many rows came before; the journal is folded
 into the parquet file at the end of a run and read back after a crash, so a
 killed run loses no finished row.
+
+An archive grows for years: nothing here costs more than the new work but
+reading what is asked for. Rows are handled as Arrow columns, never as one
+Python object each; a fold streams the file row group by row group, replacing
+the rows the journal updates and appending the new ones; a resume reads the
+rows of the ids asked for, batch by batch; a run that adds nothing leaves the
+file alone.
 
 Several processes may share one manifest: every change to it (a journal line,
 a fold into parquet) and every read of it happens under its lock
@@ -15,28 +22,37 @@ a fold into parquet) and every read of it happens under its lock
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
 import os
-import tempfile
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from .files import remove_stale, replacing
 from .locks import manifest_lock
-from .rows import COLUMNS, SCHEMA, Row, empty_manifest, to_frame
+from .rows import COLUMNS, SCHEMA, Row, conform, from_arrow, to_arrow
 
 log = logging.getLogger(__name__)
+
+#: Rows per parquet row group: a fold or a resume holds one group at a time.
+ROW_GROUP_ROWS = 1 << 16
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a manifest to parquet atomically: a crash leaves the old file or the new, whole.
+
+    Each recording is written once, its latest row (as every manifest file
+    siro_data writes holds it, so that reading one needs no deduplication).
 
     Parameters
     ----------
@@ -62,21 +78,12 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None
       recording_id                     error
     0            a  404: Recording not found
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(to_frame(manifest), schema=SCHEMA, preserve_index=False)
-    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    _write(latest(to_arrow(manifest)), Path(path))
 
 
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
+def _write(table: pa.Table, path: Path) -> None:
+    with replacing(path) as temporary:
+        pq.write_table(table, temporary, row_group_size=ROW_GROUP_ROWS)
 
 
 def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -113,38 +120,94 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     >>> len(manifest), manifest.dtypes["duration"]
     (0, dtype('float64'))
     """
+    return from_arrow(read_rows(path))
+
+
+def read_rows(path: str | os.PathLike[str], ids: Iterable[str | None] | None = None) -> pa.Table:
+    """The latest row of each recording in a manifest file or folder, as Arrow.
+
+    ``ids``: only these recordings' rows (read batch by batch: memory follows
+    the rows kept, not the file).
+    """
     path = Path(path)
+    wanted = None if ids is None else _as_array(ids)
     if path.is_dir():
-        return _read_dataset(path)
-    parts = []
+        parts = [_read_file(path / name, wanted) for name in _part_names(path)]
+        rows = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+        by_time = pc.sort_indices(rows, sort_keys=[("fetched_at", "ascending", "at_start")])
+        return latest(rows.take(by_time))
+    return _read_file(path, wanted)
+
+
+def _as_array(ids: Iterable[str | None] | pa.Array) -> pa.Array:
+    return ids if isinstance(ids, pa.Array) else pa.array(list(ids), pa.large_string())
+
+
+def _read_file(path: Path, wanted: pa.Array | None) -> pa.Table:
     with manifest_lock(path, optional=True):
-        if path.exists():
-            parts.append(to_frame(pq.read_table(path).to_pandas()))
+        saved = _scan(path, wanted) if path.exists() else SCHEMA.empty_table()
         journal = _read_journal(journal_path(path))
-    if journal:
-        parts.append(to_frame(journal))
-    if not parts:
-        return empty_manifest()
-    return latest_rows(pd.concat(parts, ignore_index=True))
+    if wanted is not None:
+        journal = journal.filter(pc.is_in(journal.column("recording_id"), value_set=wanted))
+    folding = _Folding(journal)
+    return pa.concat_tables([folding.into(saved), folding.rest()])
 
 
-def _read_dataset(folder: Path) -> pd.DataFrame:
-    journaled = (name[1 : -len(".journal")] for name in _names(folder, ".*.parquet.journal"))
-    names = sorted(set(_names(folder, "*.parquet")) | set(journaled))
-    parts = [read_manifest(folder / name) for name in names]
-    if not parts:
-        return empty_manifest()
-    rows = pd.concat(parts, ignore_index=True)
-    by_time = rows.sort_values("fetched_at", kind="stable", na_position="first")
-    return latest_rows(by_time.reset_index(drop=True))
+def _scan(path: Path, wanted: pa.Array | None) -> pa.Table:
+    """The rows of a parquet file (only those of ``wanted`` ids, when given).
+
+    Row group by row group, the ids first: a group holding none of the ids
+    asked for is not read further, so finding ten ids costs the id column.
+    """
+    file = pq.ParquetFile(path)
+    if wanted is None:
+        return _concat(conform(file.read_row_group(group)) for group in range(file.num_row_groups))
+    few = len(wanted) <= ROW_GROUP_ROWS  # hashed once per group; many: once for the file
+    mask = None if few else pc.is_in(file.read(columns=["recording_id"]).column(0), wanted)
+    kept, start = [], 0
+    for group in range(file.num_row_groups):
+        size = file.metadata.row_group(group).num_rows
+        if few:
+            ids = file.read_row_group(group, columns=["recording_id"]).column(0)
+            part = pc.is_in(ids, value_set=wanted)
+        else:
+            part = mask.slice(start, size)
+        start += size
+        if pc.any(part).as_py():
+            rows = file.read_row_group(group)
+            kept.append(conform(rows if pc.all(part).as_py() else rows.filter(part)))
+        pa.default_memory_pool().release_unused()  # a group's buffers, not kept for the next
+    return _concat(kept)
 
 
-def _names(folder: Path, pattern: str) -> list[str]:
-    return [path.name for path in folder.glob(pattern) if not path.name.endswith(".tmp")]
+def _concat(tables: Iterable[pa.Table]) -> pa.Table:
+    return pa.concat_tables([SCHEMA.empty_table(), *tables])
+
+
+def _part_names(folder: Path) -> list[str]:
+    """The manifests in a folder: parquet files, and journals whose file is not saved yet."""
+    saved = {path.name for path in folder.glob("*.parquet")}
+    journaled = {path.name[1 : -len(".journal")] for path in folder.glob(".*.parquet.journal")}
+    return sorted(saved | journaled)
+
+
+def latest(rows: pa.Table) -> pa.Table:
+    """One row per recording: its latest, in the order recordings first appeared."""
+    ids = rows.column("recording_id")
+    if pc.count_distinct(ids, mode="all").as_py() == rows.num_rows:
+        return rows  # each recording once already: no copy
+    positions = pa.table({"recording_id": ids, "at": np.arange(rows.num_rows)})
+    groups = positions.group_by("recording_id", use_threads=False).aggregate(
+        [("at", "min"), ("at", "max")]
+    )
+    first_seen = pc.sort_indices(groups, sort_keys=[("at_min", "ascending")])
+    return rows.take(groups.column("at_max").take(first_seen))
 
 
 def resume(
-    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], wanted: Iterable[str | None]
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    wanted: Iterable[str | None] | pa.Array,
 ) -> pd.DataFrame:
     """The rows of ``wanted`` ids that need no fetching again: complete, their file still whole.
 
@@ -155,8 +218,8 @@ def resume(
     out_dir : path-like
         Where the files are now: a row's file is looked for there by its name,
         so a folder moved as a whole (manifest and audio together) still resumes.
-    wanted : iterable of str
-        The ids asked for; other rows are left out.
+    wanted : iterable of str, or pyarrow.Array
+        The ids asked for; other rows are not read.
 
     Returns
     -------
@@ -164,19 +227,36 @@ def resume(
         Manifest rows (the schema of :data:`siro_data.rows.COLUMNS`) whose file
         exists in ``out_dir`` with the size recorded, ``path`` pointing there.
     """
-    previous = read_manifest(source)
-    candidates = previous[
-        previous["recording_id"].isin([key for key in wanted if key is not None])
-        & previous["error"].isna()
-        & previous["path"].notna()
-        & previous["size_bytes"].notna()
-    ]
-    local = [os.path.join(out_dir, os.path.basename(path)) for path in candidates["path"]]
-    intact = [
-        _stored_size(path) == size
-        for path, size in zip(local, candidates["size_bytes"].tolist(), strict=True)
-    ]
-    return to_frame(candidates.assign(path=local)[intact].reset_index(drop=True))
+    rows = read_rows(source, _as_array(wanted).drop_null())
+    complete = pc.and_(
+        pc.and_(rows.column("error").is_null(), rows.column("path").is_valid()),
+        rows.column("size_bytes").is_valid(),
+    )
+    candidates = rows if pc.all(complete).as_py() else rows.filter(complete)
+    folder = os.path.join(os.fspath(out_dir), "")
+    paths = candidates.column("path")
+    here = pc.match_substring_regex(paths, "^" + re.escape(folder) + r"[^/\\]*$")
+    if not pc.all(here).as_py():  # the folder moved: the files are where they are now
+        local = pc.replace_substring_regex(
+            paths, pattern=r"^(?:.*[/\\])?", replacement=folder.replace("\\", "\\\\")
+        )
+        candidates = candidates.set_column(SCHEMA.get_field_index("path"), "path", local)
+    intact = _intact(candidates.column("path"), candidates.column("size_bytes"))
+    del rows, paths
+    if not pc.all(intact).as_py():
+        candidates = candidates.filter(intact)
+    pa.default_memory_pool().release_unused()  # what reading took, back to the system
+    return from_arrow(candidates)
+
+
+def _intact(paths: pa.ChunkedArray, sizes: pa.ChunkedArray, chunk: int = 1 << 14) -> pa.Array:
+    """Whether each file exists with its size: one ``stat`` each, few Python objects at a time."""
+    found = []
+    for start in range(0, len(paths), chunk):
+        names = paths.slice(start, chunk).to_pylist()
+        expected = sizes.slice(start, chunk).to_pylist()
+        found.extend(_stored_size(name) == size for name, size in zip(names, expected, strict=True))
+    return pa.array(found, pa.bool_())
 
 
 def _stored_size(path: str) -> int | None:
@@ -184,13 +264,6 @@ def _stored_size(path: str) -> int | None:
         return os.stat(path).st_size
     except OSError:
         return None
-
-
-def latest_rows(manifest: pd.DataFrame) -> pd.DataFrame:
-    """One row per recording: its latest, in the order recordings first appeared."""
-    first_seen, _ = pd.factorize(manifest["recording_id"], use_na_sentinel=False)
-    latest = pd.Series(range(len(manifest))).groupby(first_seen).last()
-    return to_frame(manifest.iloc[latest.to_numpy()].reset_index(drop=True))
 
 
 class Journal:
@@ -209,78 +282,147 @@ class Journal:
 
     def append(self, row: Row) -> None:
         """Record one finished row."""
-        line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8")
+        self.extend([row])
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        """Record finished rows, in one write."""
+        lines = b"".join(
+            json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8") + b"\n"
+            for row in rows
+        )
+        if not lines:
+            return
         with manifest_lock(self.manifest_path):
             # One descriptor both reads the last byte and appends (a file object would not).
             journal = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 end = os.fstat(journal).st_size
                 fence = b"\n" if end and os.pread(journal, 1, end - 1) != b"\n" else b""
-                data = memoryview(fence + line + b"\n")
+                data = memoryview(fence + lines)
                 while data:
                     data = data[os.write(journal, data) :]
             finally:
                 os.close(journal)
 
 
-def compact(path: str | os.PathLike[str], order: Sequence[str | None] = ()) -> pd.DataFrame:
-    """Fold the journal into the parquet file, then drop the journal; the whole manifest.
+def compact(path: str | os.PathLike[str], order: Sequence[str | None] | pa.Array = ()) -> int:
+    """Fold the journal into the parquet file, then drop the journal; the rows the file holds.
 
-    Rows are journaled as they finish; recordings new to the file and named in
-    ``order`` (a call's ids) are saved in that order instead. With nothing
-    journaled and the file in place, the file is left as it is. Temporary
-    files left by a save that was killed are removed.
+    The file is streamed row group by row group: a row the journal updates is
+    replaced where it stands, recordings new to the file are appended, those
+    named in ``order`` (a call's ids) in that order within the places they take.
+    With nothing journaled and the file in place, the file is left as it is.
+    Temporary files left by a save that was killed are removed.
     """
     path = Path(path)
     journal = journal_path(path)
     with manifest_lock(path):
-        for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
-            stale.unlink(missing_ok=True)
-        unchanged = path.exists() and (not journal.exists() or journal.stat().st_size == 0)
-        if unchanged:
-            manifest = read_manifest(path)
+        remove_stale(path)
+        new = _read_journal(journal)
+        if new.num_rows == 0 and path.exists():
+            count = pq.ParquetFile(path).metadata.num_rows
         else:
-            before = _saved_ids(path)
-            manifest = _new_rows_in_order(read_manifest(path), before, order)
-            write_manifest(manifest, path)
+            count = _fold(path, new, order)
         journal.unlink(missing_ok=True)
-    return manifest
+    return count
 
 
-def _saved_ids(path: Path) -> set[str | None]:
-    if not path.exists():
-        return set()
-    return set(pq.read_table(path, columns=["recording_id"]).column(0).to_pylist())
+def _fold(path: Path, new: pa.Table, order: Sequence[str | None]) -> int:
+    """Write ``path`` again with the ``new`` rows (one per recording) folded in."""
+    folding = _Folding(new)
+    count = 0
+    with replacing(path) as temporary, pq.ParquetWriter(temporary, SCHEMA) as writer:
+        if path.exists():
+            file = pq.ParquetFile(path)
+            for group in range(file.num_row_groups):
+                saved = folding.into(conform(file.read_row_group(group)))
+                writer.write_table(saved, row_group_size=ROW_GROUP_ROWS)
+                count += saved.num_rows
+                del saved
+                pa.default_memory_pool().release_unused()  # one group held at a time
+        appended = folding.rest(order)
+        writer.write_table(appended, row_group_size=ROW_GROUP_ROWS)
+        count += appended.num_rows
+    return count
 
 
-def _new_rows_in_order(
-    manifest: pd.DataFrame, before: set[str | None], order: Sequence[str | None]
-) -> pd.DataFrame:
-    """The rows of recordings not in ``before`` and named in ``order``, put in that order
-    within the places they hold; every other row stays where it is.
+class _Folding:
+    """New rows (one per recording) folded into saved ones, a batch at a time.
+
+    A new row replaces the saved row of its recording where that row stands;
+    the new rows no saved row had follow at the end. Only the new rows' ids
+    are hashed: folding ten rows into a million costs a pass, not a table.
     """
-    rank = {key: position for position, key in enumerate(order)}
-    ids = [None if key is pd.NA else key for key in manifest["recording_id"].tolist()]
-    slots = [row for row, key in enumerate(ids) if key in rank and key not in before]
-    rows = list(range(len(manifest)))
-    for slot, row in zip(slots, sorted(slots, key=lambda row: rank[ids[row]]), strict=True):
-        rows[slot] = row
-    return to_frame(manifest.iloc[rows].reset_index(drop=True))
+
+    def __init__(self, new: pa.Table) -> None:
+        self.new = new
+        self.ids = new.column("recording_id").combine_chunks()
+        self.placed = np.zeros(new.num_rows, dtype=bool)
+
+    def into(self, saved: pa.Table) -> pa.Table:
+        """``saved`` with the rows the new ones replace, replaced."""
+        if self.new.num_rows == 0:
+            return saved
+        where = pc.index_in(saved.column("recording_id"), value_set=self.ids)
+        if where.null_count == len(where):
+            return saved
+        self.placed[where.drop_null().to_numpy()] = True
+        mask = where.is_valid()
+        taken = self.new.take(where.fill_null(0))
+        columns = [pc.if_else(mask, taken.column(n), saved.column(n)) for n in SCHEMA.names]
+        return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+    def rest(self, order: Sequence[str | None] = ()) -> pa.Table:
+        """The new rows no saved row had, in their order, those named in ``order`` in its."""
+        return self.new.take(_in_call_order(self.ids, np.flatnonzero(~self.placed), order))
 
 
-def _read_journal(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                log.warning("skipping a torn line %d of the manifest journal", number)
-    return rows
+def _in_call_order(
+    ids: pa.ChunkedArray, rows: np.ndarray, order: Sequence[str | None]
+) -> np.ndarray:
+    """``rows`` (positions in ``ids``), those whose id is in ``order`` put in its order
+    within the places they hold; the others stay where they are.
+    """
+    rank = pc.index_in(ids.take(rows), value_set=_as_array(order))
+    ranked = rank.is_valid().to_numpy(zero_copy_only=False)
+    slots = np.flatnonzero(ranked)
+    by_rank = slots[np.argsort(rank.drop_null().to_numpy(), kind="stable")]
+    arranged = rows.copy()
+    arranged[slots] = rows[by_rank]
+    return arranged
+
+
+def _read_journal(path: Path) -> pa.Table:
+    """The journal's rows, latest per recording; a line torn by a kill is skipped."""
+    try:
+        if not path.stat().st_size:
+            return SCHEMA.empty_table()
+        rows = pj.read_json(path, parse_options=_JOURNAL_LINES)  # no Python object per row
+    except FileNotFoundError:
+        return SCHEMA.empty_table()
+    except pa.ArrowInvalid:
+        rows = _read_lines(path.read_bytes())
+    return latest(conform(rows))
+
+
+#: How journal lines are read: the manifest's columns, typed; anything else ignored.
+_JOURNAL_LINES = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
+
+
+def _read_lines(data: bytes, batch_rows: int = 4096) -> pa.Table:
+    """The journal line by line, as after a kill: a torn line is reported and skipped."""
+    tables, batch = [], []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            batch.append(json.loads(line))
+        except ValueError:
+            log.warning("skipping a torn line %d of the manifest journal", number)
+        if len(batch) >= batch_rows:
+            tables.append(to_arrow(batch))
+            batch = []
+    return pa.concat_tables([*tables, to_arrow(batch)])
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 #: Column → pandas dtype, in order.
 COLUMNS: dict[str, str] = {
@@ -31,15 +33,17 @@ COLUMNS: dict[str, str] = {
     "codec": "string",
 }
 
+#: Each dtype's Arrow type. Strings are ``large_string``, what pandas' Arrow-backed
+#: strings hold: a manifest read from parquet becomes a frame without a copy.
+_ARROW_TYPES = {
+    "string": pa.large_string(),
+    "float64": pa.float64(),
+    "Int64": pa.int64(),
+    "datetime64[ns, UTC]": pa.timestamp("ns", tz="UTC"),
+}
+
 #: The same columns as an Arrow schema: what the parquet file holds.
-SCHEMA = pa.schema(
-    [
-        (name, pa.timestamp("ns", tz="UTC"))
-        if dtype.startswith("datetime64")
-        else (name, {"string": pa.string(), "float64": pa.float64(), "Int64": pa.int64()}[dtype])
-        for name, dtype in COLUMNS.items()
-    ]
-)
+SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
 
 Row = Mapping[str, Any]
 
@@ -180,7 +184,10 @@ def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
     >>> to_frame([{"recording_id": "a", "error": "404: Recording not found"}]).dtypes["size_bytes"]
     Int64Dtype()
     """
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if isinstance(rows, pd.DataFrame):
+        frame = rows.reset_index(drop=True)  # a filtered frame's labels would misalign
+    else:
+        frame = pd.DataFrame(list(rows))
     typed = {}
     for name, dtype in COLUMNS.items():
         column = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
@@ -194,3 +201,72 @@ def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
 def empty_manifest() -> pd.DataFrame:
     """A manifest with no rows, with the full schema."""
     return to_frame([])
+
+
+#: Arrow type → the pandas dtype of :data:`COLUMNS` (others convert as pandas would).
+_PANDAS_TYPES = {pa.large_string(): pd.StringDtype("pyarrow"), pa.int64(): pd.Int64Dtype()}
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` with exactly :data:`SCHEMA`: columns in order, typed, missing ones null.
+
+    Manifests written before a column existed read with it empty.
+    """
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def from_arrow(table: pa.Table) -> pd.DataFrame:
+    """Manifest rows held in Arrow as a manifest frame (strings stay Arrow-backed)."""
+    return conform(table).to_pandas(types_mapper=_PANDAS_TYPES.get)
+
+
+def to_arrow(rows: Iterable[Row] | pd.DataFrame) -> pa.Table:
+    """Manifest rows (dicts or a frame) as an Arrow table of :data:`SCHEMA`."""
+    return pa.Table.from_pandas(to_frame(rows), schema=SCHEMA, preserve_index=False)
+
+
+def in_order(rows: pa.Table | pd.DataFrame, keys: pa.Array) -> pd.DataFrame:
+    """The manifest frame of ``keys``, in their order, from rows holding each key once."""
+    frame = rows if isinstance(rows, pd.DataFrame) else None
+    ids = pa.array(frame["recording_id"]) if frame is not None else rows.column("recording_id")
+    where = pc.index_in(keys, value_set=ids.combine_chunks() if hasattr(ids, "chunks") else ids)
+    if where.null_count:
+        raise ValueError(f"{where.null_count} ids have no row")
+    in_place = len(where) == len(ids) and _counts_up(where)
+    if frame is not None:  # already a manifest frame: no conversion
+        return frame.reset_index(drop=True) if in_place else to_frame(frame.take(where))
+    return from_arrow(rows if in_place else rows.take(where))
+
+
+def _counts_up(positions: pa.Array) -> bool:
+    return bool((positions.to_numpy() == np.arange(len(positions))).all())
+
+
+class RowBuffer:
+    """Rows kept compactly as they come: Arrow batches, not one Python object per row.
+
+    A run over 100,000 new ids keeps every finished row until it returns them;
+    as dicts they would cost a few kilobytes each.
+    """
+
+    def __init__(self, batch_rows: int = 4096) -> None:
+        self.batch_rows = batch_rows
+        self._pending: list[Row] = []
+        self._tables: list[pa.Table] = []
+
+    def add(self, row: Row) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.batch_rows:
+            self._tables.append(to_arrow(self._pending))
+            self._pending = []
+
+    def table(self) -> pa.Table:
+        """Every row added, in order, as one table of :data:`SCHEMA`."""
+        tables = [*self._tables, to_arrow(self._pending)]
+        return pa.concat_tables(tables)
