@@ -9,11 +9,9 @@ into the parquet file at the end of a run and read back after a crash, so a
 killed run loses no finished row.
 
 An archive grows for years: nothing here costs more than the new work but
-reading what is asked for. Rows are handled as Arrow columns, never as one
-Python object each; a fold streams the file row group by row group, replacing
-the rows the journal updates and appending the new ones; a resume reads the
-rows of the ids asked for, batch by batch; a run that adds nothing leaves the
-file alone.
+reading what is asked for (:mod:`siro_data.store`: a fold streams the file,
+a resume reads the rows of the ids asked for); a run that adds nothing leaves
+the file alone.
 
 Several processes may share one manifest: every change to it (a journal line,
 a fold into parquet) and every read of it happens under its lock
@@ -31,21 +29,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-import pyarrow.parquet as pq
 
-from .files import remove_stale, replacing
+from . import store
+from .files import remove_stale
 from .locks import manifest_lock
 from .rows import COLUMNS, SCHEMA, Row, conform, from_arrow, to_arrow
 
 log = logging.getLogger(__name__)
-
-#: Rows per parquet row group: a fold or a resume holds one group at a time.
-ROW_GROUP_ROWS = 1 << 16
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -78,12 +72,7 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None
       recording_id                     error
     0            a  404: Recording not found
     """
-    _write(latest(to_arrow(manifest)), Path(path))
-
-
-def _write(table: pa.Table, path: Path) -> None:
-    with replacing(path) as temporary:
-        pq.write_table(table, temporary, row_group_size=ROW_GROUP_ROWS)
+    store.write(store.latest(to_arrow(manifest)), Path(path))
 
 
 def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -130,58 +119,22 @@ def read_rows(path: str | os.PathLike[str], ids: Iterable[str | None] | None = N
     the rows kept, not the file).
     """
     path = Path(path)
-    wanted = None if ids is None else _as_array(ids)
+    wanted = None if ids is None else store.as_ids(ids)
     if path.is_dir():
         parts = [_read_file(path / name, wanted) for name in _part_names(path)]
-        rows = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+        rows = store.concat(SCHEMA, parts)
         by_time = pc.sort_indices(rows, sort_keys=[("fetched_at", "ascending", "at_start")])
-        return latest(rows.take(by_time))
+        return store.latest(rows.take(by_time))
     return _read_file(path, wanted)
-
-
-def _as_array(ids: Iterable[str | None] | pa.Array) -> pa.Array:
-    return ids if isinstance(ids, pa.Array) else pa.array(list(ids), pa.large_string())
 
 
 def _read_file(path: Path, wanted: pa.Array | None) -> pa.Table:
     with manifest_lock(path, optional=True):
-        saved = _scan(path, wanted) if path.exists() else SCHEMA.empty_table()
+        saved = store.scan(path, SCHEMA, wanted)
         journal = _read_journal(journal_path(path))
     if wanted is not None:
-        journal = journal.filter(pc.is_in(journal.column("recording_id"), value_set=wanted))
-    folding = _Folding(journal)
-    return pa.concat_tables([folding.into(saved), folding.rest()])
-
-
-def _scan(path: Path, wanted: pa.Array | None) -> pa.Table:
-    """The rows of a parquet file (only those of ``wanted`` ids, when given).
-
-    Row group by row group, the ids first: a group holding none of the ids
-    asked for is not read further, so finding ten ids costs the id column.
-    """
-    file = pq.ParquetFile(path)
-    if wanted is None:
-        return _concat(conform(file.read_row_group(group)) for group in range(file.num_row_groups))
-    few = len(wanted) <= ROW_GROUP_ROWS  # hashed once per group; many: once for the file
-    mask = None if few else pc.is_in(file.read(columns=["recording_id"]).column(0), wanted)
-    kept, start = [], 0
-    for group in range(file.num_row_groups):
-        size = file.metadata.row_group(group).num_rows
-        if few:
-            ids = file.read_row_group(group, columns=["recording_id"]).column(0)
-            part = pc.is_in(ids, value_set=wanted)
-        else:
-            part = mask.slice(start, size)
-        start += size
-        if pc.any(part).as_py():
-            rows = file.read_row_group(group)
-            kept.append(conform(rows if pc.all(part).as_py() else rows.filter(part)))
-        pa.default_memory_pool().release_unused()  # a group's buffers, not kept for the next
-    return _concat(kept)
-
-
-def _concat(tables: Iterable[pa.Table]) -> pa.Table:
-    return pa.concat_tables([SCHEMA.empty_table(), *tables])
+        journal = journal.filter(pc.is_in(journal.column(store.KEY), value_set=wanted))
+    return store.merged(saved, journal)
 
 
 def _part_names(folder: Path) -> list[str]:
@@ -189,19 +142,6 @@ def _part_names(folder: Path) -> list[str]:
     saved = {path.name for path in folder.glob("*.parquet")}
     journaled = {path.name[1 : -len(".journal")] for path in folder.glob(".*.parquet.journal")}
     return sorted(saved | journaled)
-
-
-def latest(rows: pa.Table) -> pa.Table:
-    """One row per recording: its latest, in the order recordings first appeared."""
-    ids = rows.column("recording_id")
-    if pc.count_distinct(ids, mode="all").as_py() == rows.num_rows:
-        return rows  # each recording once already: no copy
-    positions = pa.table({"recording_id": ids, "at": np.arange(rows.num_rows)})
-    groups = positions.group_by("recording_id", use_threads=False).aggregate(
-        [("at", "min"), ("at", "max")]
-    )
-    first_seen = pc.sort_indices(groups, sort_keys=[("at_min", "ascending")])
-    return rows.take(groups.column("at_max").take(first_seen))
 
 
 def resume(
@@ -227,7 +167,7 @@ def resume(
         Manifest rows (the schema of :data:`siro_data.rows.COLUMNS`) whose file
         exists in ``out_dir`` with the size recorded, ``path`` pointing there.
     """
-    rows = read_rows(source, _as_array(wanted).drop_null())
+    rows = read_rows(source, store.as_ids(wanted).drop_null())
     complete = pc.and_(
         pc.and_(rows.column("error").is_null(), rows.column("path").is_valid()),
         rows.column("size_bytes").is_valid(),
@@ -320,76 +260,11 @@ def compact(path: str | os.PathLike[str], order: Sequence[str | None] | pa.Array
         remove_stale(path)
         new = _read_journal(journal)
         if new.num_rows == 0 and path.exists():
-            count = pq.ParquetFile(path).metadata.num_rows
+            count = store.rows_in(path)
         else:
-            count = _fold(path, new, order)
+            count = store.fold(path, SCHEMA, new, order)
         journal.unlink(missing_ok=True)
     return count
-
-
-def _fold(path: Path, new: pa.Table, order: Sequence[str | None]) -> int:
-    """Write ``path`` again with the ``new`` rows (one per recording) folded in."""
-    folding = _Folding(new)
-    count = 0
-    with replacing(path) as temporary, pq.ParquetWriter(temporary, SCHEMA) as writer:
-        if path.exists():
-            file = pq.ParquetFile(path)
-            for group in range(file.num_row_groups):
-                saved = folding.into(conform(file.read_row_group(group)))
-                writer.write_table(saved, row_group_size=ROW_GROUP_ROWS)
-                count += saved.num_rows
-                del saved
-                pa.default_memory_pool().release_unused()  # one group held at a time
-        appended = folding.rest(order)
-        writer.write_table(appended, row_group_size=ROW_GROUP_ROWS)
-        count += appended.num_rows
-    return count
-
-
-class _Folding:
-    """New rows (one per recording) folded into saved ones, a batch at a time.
-
-    A new row replaces the saved row of its recording where that row stands;
-    the new rows no saved row had follow at the end. Only the new rows' ids
-    are hashed: folding ten rows into a million costs a pass, not a table.
-    """
-
-    def __init__(self, new: pa.Table) -> None:
-        self.new = new
-        self.ids = new.column("recording_id").combine_chunks()
-        self.placed = np.zeros(new.num_rows, dtype=bool)
-
-    def into(self, saved: pa.Table) -> pa.Table:
-        """``saved`` with the rows the new ones replace, replaced."""
-        if self.new.num_rows == 0:
-            return saved
-        where = pc.index_in(saved.column("recording_id"), value_set=self.ids)
-        if where.null_count == len(where):
-            return saved
-        self.placed[where.drop_null().to_numpy()] = True
-        mask = where.is_valid()
-        taken = self.new.take(where.fill_null(0))
-        columns = [pc.if_else(mask, taken.column(n), saved.column(n)) for n in SCHEMA.names]
-        return pa.Table.from_arrays(columns, schema=SCHEMA)
-
-    def rest(self, order: Sequence[str | None] = ()) -> pa.Table:
-        """The new rows no saved row had, in their order, those named in ``order`` in its."""
-        return self.new.take(_in_call_order(self.ids, np.flatnonzero(~self.placed), order))
-
-
-def _in_call_order(
-    ids: pa.ChunkedArray, rows: np.ndarray, order: Sequence[str | None]
-) -> np.ndarray:
-    """``rows`` (positions in ``ids``), those whose id is in ``order`` put in its order
-    within the places they hold; the others stay where they are.
-    """
-    rank = pc.index_in(ids.take(rows), value_set=_as_array(order))
-    ranked = rank.is_valid().to_numpy(zero_copy_only=False)
-    slots = np.flatnonzero(ranked)
-    by_rank = slots[np.argsort(rank.drop_null().to_numpy(), kind="stable")]
-    arranged = rows.copy()
-    arranged[slots] = rows[by_rank]
-    return arranged
 
 
 def _read_journal(path: Path) -> pa.Table:
@@ -402,7 +277,7 @@ def _read_journal(path: Path) -> pa.Table:
         return SCHEMA.empty_table()
     except pa.ArrowInvalid:
         rows = _read_lines(path.read_bytes())
-    return latest(conform(rows))
+    return store.latest(conform(rows))
 
 
 #: How journal lines are read: the manifest's columns, typed; anything else ignored.

@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import store
+
 #: Column → pandas dtype, in order.
 COLUMNS: dict[str, str] = {
     "recording_id": "string",
@@ -208,17 +210,10 @@ _PANDAS_TYPES = {pa.large_string(): pd.StringDtype("pyarrow"), pa.int64(): pd.In
 
 
 def conform(table: pa.Table) -> pa.Table:
-    """``table`` with exactly :data:`SCHEMA`: columns in order, typed, missing ones null.
-
-    Manifests written before a column existed read with it empty.
+    """``table`` with exactly :data:`SCHEMA` (manifests written before a column existed
+    read with it empty).
     """
-    columns = [
-        table.column(field.name).cast(field.type)
-        if field.name in table.column_names
-        else pa.nulls(table.num_rows, field.type)
-        for field in SCHEMA
-    ]
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+    return store.conform(table, SCHEMA)
 
 
 def from_arrow(table: pa.Table) -> pd.DataFrame:
