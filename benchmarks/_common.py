@@ -7,6 +7,7 @@ ratios, so that a noisy machine slows them all alike.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,12 @@ class EmulatorProcess:
 
     def stats(self) -> dict[str, Any]:
         """The emulator's counters: requests, 429s, connections opened, bytes, its CPU."""
+        return self.ask("stats")
+
+    def ask(self, command: str) -> dict[str, Any]:
+        """Send one command line to ``_serve.py``; its one-line JSON answer."""
         assert self._process is not None
-        self._process.stdin.write("stats\n")
+        self._process.stdin.write(command + "\n")
         self._process.stdin.flush()
         return json.loads(self._process.stdout.readline())
 
@@ -241,6 +246,40 @@ def usage() -> dict[str, float]:
     }
 
 
+def reset_peak_rss() -> None:
+    """Set this process's high-water mark back to its resident set now (``clear_refs`` 5).
+
+    What a measurement reports as its peak is then its own, not that of whatever ran
+    before it in the process (imports, reading its job).
+    """
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def measure(call: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``call`` and measure it: wall and CPU seconds, RSS just before, peak RSS during.
+
+    The peak is reset just before the call, so it is the call's own. Returns those figures
+    and ``result``, what ``call`` returned.
+    """
+    gc.collect()
+    rss_before = current_rss()
+    reset_peak_rss()
+    before = usage()
+    started = time.perf_counter()
+    result = call()
+    wall = time.perf_counter() - started
+    after = usage()
+    return {
+        "wall": wall,
+        "cpu": after["cpu"] - before["cpu"],
+        "system": after["system"] - before["system"],
+        "rss_before": rss_before,
+        "peak_rss": max(after["peak_rss"], rss_before),
+        "result": result,
+    }
+
+
 def peak_rss(pid: int | str = "self") -> int:
     """High-water mark of a process's resident set, in bytes (0 once it is gone)."""
     try:
@@ -259,8 +298,13 @@ def current_rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_child(argv: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
-    """Run a measured child; its last stdout line is its JSON result."""
+def run_child(
+    argv: Sequence[str], timeout: float = 3600, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run a measured child; its last stdout line is its JSON result.
+
+    ``env``: the child's whole environment (default: this process's).
+    """
     log = Path(tempfile.gettempdir()) / f"siro-bench-child-{os.getpid()}.log"
     with log.open("w") as stderr:
         done = subprocess.run(
@@ -269,6 +313,7 @@ def run_child(argv: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
             stderr=stderr,
             text=True,
             timeout=timeout,
+            env=None if env is None else dict(env),
         )
     if done.returncode != 0:
         sys.stderr.write(log.read_text()[-4000:])
@@ -330,20 +375,17 @@ def load() -> str:
     return f"load average {one:.1f} over 1 min, {five:.1f} over 5"
 
 
+def git(*args: str) -> str:
+    """What a git command prints about this checkout (CalledProcessError if it fails)."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def git_commit() -> str:
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "siro_data"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "siro_data")
     except (OSError, subprocess.CalledProcessError):
         return "an unknown commit"
     return f"commit {commit}" + (" with uncommitted changes to siro_data" if dirty else "")

@@ -39,15 +39,14 @@ from _common import (
     World,
     clear,
     command_line,
-    current_rss,
     folder_bytes,
     load,
     lower_bound,
     machine,
+    measure,
     peak_rss,
     run_child,
     table,
-    usage,
     write_json,
 )
 
@@ -155,23 +154,11 @@ def child(name: str, job_path: str) -> None:
 
     import siro_data  # noqa: F401
 
-    rss_before = current_rss()
-    before = usage()
-    started = time.perf_counter()
-    ok = CONTENDERS[name](job)
-    wall = time.perf_counter() - started
-    after = usage()
-    write_json(
-        {
-            "ok": ok,
-            "wall": wall,
-            "cpu": after["cpu"] - before["cpu"],
-            "system": after["system"] - before["system"],
-            # aria2c runs beside its (idle) parent: their peaks are added, an upper bound
-            "peak_rss": after["peak_rss"] + HELPER_PEAK_RSS[0],
-            "rss_before": rss_before,
-        }
-    )
+    measured = measure(lambda: CONTENDERS[name](job))
+    measured["ok"] = measured.pop("result")
+    # aria2c runs beside its (idle) parent: their peaks are added, an upper bound
+    measured["peak_rss"] += HELPER_PEAK_RSS[0]
+    write_json(measured)
 
 
 # --- the parent: one contender after another --------------------------------------------------
