@@ -1,26 +1,33 @@
 """The emulator for a benchmark, in a process of its own (see ``_common.EmulatorProcess``).
 
 Argument: one JSON object ``{"spec": ..., "faults": ..., "token": ...}``. It prints one JSON
-line (URLs, ids, sizes), then answers each ``stats`` line on stdin with one JSON line of
-counters, and stops when stdin closes.
+line (URLs, ids, sizes), then answers each command line on stdin with one JSON line, and stops
+when stdin closes: ``stats``, the counters; ``day``, for a growing archive (spec kind
+``growing``), publish the next day's recordings.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import io
 import json
 import os
 import struct
 import sys
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import soundfile as sf
 
+import siro_data.emulator.api
 from siro_data.emulator import Emulator, Faults, Recording
+from siro_data.emulator.listing import MAX_LIMIT, _date, _decode_cursor, iso_ms, list_page
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_recordings, recording_ids
@@ -99,6 +106,125 @@ def _with_digests(recording: Recording, sha256: str, md5_base64: str) -> Recordi
     return recording
 
 
+def _tiny() -> tuple[bytes, float]:
+    """A 4 kB WAV (a quarter of a second of silence at 8 kHz) and its duration."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(2_000, dtype=np.float32), 8_000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue(), 0.25
+
+
+class GrowingArchive:
+    """Siro's archive as it grows: ``past_days`` days of ``per_day`` recordings from ``start``,
+    then one more day at each ``day`` command.
+
+    A day's recordings are created evenly over it (whole milliseconds), except ``late`` ones,
+    created two days earlier (before the watermark of the last sync: the overlap finds them);
+    ``not_ready`` of them answer "not available yet" until the next day is published.
+    All are tiny WAVs.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.per_day = int(spec["per_day"])
+        self.past_days = int(spec["past_days"])
+        self.late = int(spec.get("late", 0))
+        self.not_ready = int(spec.get("not_ready", 0))
+        self.start = datetime.fromisoformat(spec["start"])
+        self.seed = int(spec.get("seed", 2))
+        self.day = self.past_days  # the next day to publish
+        self.waiting: list[str] = []  # not ready until the next day
+        self.data, self.duration = _tiny()
+        self.digests = (
+            hashlib.sha256(self.data).hexdigest(),
+            base64.b64encode(hashlib.md5(self.data).digest()).decode(),
+        )
+
+    def ids(self, day: int) -> list[str]:
+        return recording_ids(self.per_day, self.seed * 100_000 + day)
+
+    def created(self, day: int, index: int, count: int) -> datetime:
+        """The ``index``-th of ``count`` moments spread over ``day``, to the millisecond."""
+        offset = round((index + 0.5) * 86_400_000 / count)
+        return self.start + timedelta(days=day, milliseconds=offset)
+
+    def recording(self, rec_id: str, created: datetime) -> Recording:
+        recording = Recording(rec_id, self.data, "wav", self.duration, date_created=created)
+        return _with_digests(recording, *self.digests)
+
+    def past(self) -> dict[str, Recording]:
+        return {
+            rec_id: self.recording(rec_id, self.created(day, index, self.per_day))
+            for day in range(self.past_days)
+            for index, rec_id in enumerate(self.ids(day))
+        }
+
+    def next_day(self, emulator: Emulator) -> dict[str, Any]:
+        """Publish the next day's recordings; yesterday's that were not ready now are."""
+        for rec_id in self.waiting:
+            emulator.faults.not_ready_until.pop(rec_id, None)
+        ids = self.ids(self.day)
+        late, on_time = ids[: self.late], ids[self.late :]
+        moments = [self.created(self.day - 2, i, len(late)) for i in range(len(late))]
+        moments += [self.created(self.day, i, len(on_time)) for i in range(len(on_time))]
+        self.waiting = on_time[: self.not_ready]
+        for rec_id, created in zip([*late, *on_time], moments, strict=True):
+            ready_in = 10 * 86_400 if rec_id in self.waiting else None  # until the next day
+            published = emulator.publish(
+                self.recording(rec_id, created), created=created, ready_in=ready_in
+            )
+            _with_digests(published, *self.digests)
+        self.day += 1
+        return {
+            "day": self.day - self.past_days,
+            "published": len(ids),
+            "late": len(late),
+            "not_ready": len(self.waiting),
+            "newest": iso_ms(max(moments)),
+        }
+
+
+class IndexedListing:
+    """The emulator's listing, answered from an index kept in creation order.
+
+    The emulator sorts every recording it holds for every page it serves (0.15 s for a page
+    of an archive of 37,000); Siro answers a page in about the same time whatever its
+    size. For the default order (newest first, no filter but dates) this picks from the
+    index the few recordings the page can hold and hands only those to the emulator's own
+    ``list_page``: the same page, the same cursor. Any other query goes to it whole.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str, str]] = []
+        self.dates: list[datetime] = []
+        self.recordings: list[Recording] = []
+
+    def rebuild(self, recordings: Iterable[Recording]) -> None:
+        ordered = sorted(recordings, key=lambda rec: (rec.date_created, rec.id))
+        self.recordings = ordered
+        self.dates = [rec.date_created for rec in ordered]
+        self.keys = [(iso_ms(rec.date_created),) * 2 + (rec.id,) for rec in ordered]
+        assert all(date.microsecond % 1000 == 0 for date in self.dates)  # iso_ms keeps them
+
+    def page(self, recordings: list[Recording], raw_query: str) -> dict[str, Any]:
+        query = dict(parse_qsl(raw_query, keep_blank_values=True))
+        simple = query.keys() <= {"limit", "cursor", "dateCreated:gt", "dateCreated:lt"}
+        if not simple or len(recordings) != len(self.recordings):
+            return list_page(recordings, raw_query)
+        try:
+            limit = int(query.get("limit", MAX_LIMIT))
+            after, before = _date(query, "dateCreated:gt"), _date(query, "dateCreated:lt")
+            cursor = query.get("cursor")
+            position = None if cursor is None else _decode_cursor(cursor, "dateCreated", "desc")
+        except Exception:  # the emulator's own listing answers it (a 400)
+            return list_page(recordings, raw_query)
+        if not 1 <= limit <= MAX_LIMIT:
+            return list_page(recordings, raw_query)
+        low = 0 if after is None else bisect.bisect_right(self.dates, after)
+        high = len(self.dates) if before is None else bisect.bisect_left(self.dates, before)
+        if position is not None:
+            high = min(high, bisect.bisect_left(self.keys, position))
+        return list_page(self.recordings[max(low, high - limit - 1) : high], raw_query)
+
+
 def build(spec: dict[str, Any]) -> dict[str, Recording]:
     kind = spec["kind"]
     if kind == "none":
@@ -110,9 +236,7 @@ def build(spec: dict[str, Any]) -> dict[str, Recording]:
         return {recording.id: _with_digests(recording, sha256, md5)}
     ids = recording_ids(int(spec["n"]), int(spec.get("seed", 0)))
     if kind == "tiny":
-        buffer = io.BytesIO()
-        sf.write(buffer, np.zeros(2_000, dtype=np.float32), 8_000, format="WAV", subtype="PCM_16")
-        bases = [(buffer.getvalue(), 0.25)]
+        bases = [_tiny()]
     elif kind == "realistic":
         bases = [
             (path.read_bytes(), float(path.stem.split("-")[1].removesuffix("min")) * 60)
@@ -140,6 +264,7 @@ def stats(emulator: Emulator) -> dict[str, Any]:
     times = os.times()
     return {
         "api_requests": counters.api_requests,
+        "listing_requests": counters.listing_requests,
         "rate_limited": counters.rate_limited,
         "connections": dict(counters.connections_opened),
         "storage_requests": sum(counters.storage_requests.values()),
@@ -150,8 +275,13 @@ def stats(emulator: Emulator) -> dict[str, Any]:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    recordings = build(config["spec"])
+    growing = GrowingArchive(config["spec"]) if config["spec"]["kind"] == "growing" else None
+    recordings = growing.past() if growing else build(config["spec"])
     faults = Faults(**config["faults"])
+    index = IndexedListing()
+    if growing:
+        index.rebuild(recordings.values())
+        siro_data.emulator.api.list_page = index.page  # what the API handler calls
     with Emulator(recordings=recordings, token=config["token"], faults=faults) as emulator:
         print(
             json.dumps(
@@ -167,6 +297,10 @@ def main() -> None:
         for line in sys.stdin:
             if line.strip() == "stats":
                 print(json.dumps(stats(emulator)), flush=True)
+            elif line.strip() == "day" and growing:
+                published = growing.next_day(emulator)
+                index.rebuild(emulator.recordings.values())
+                print(json.dumps(published), flush=True)
 
 
 if __name__ == "__main__":
