@@ -20,7 +20,7 @@ everything first and reports its wall and CPU seconds, its RSS just before the c
 call's own peak RSS (``_common.measure``); the emulator, in a process of its own, counts the
 requests. MB here are 2**20 bytes, as in every script of this folder.
 
-Usage: ``python benchmarks/scale.py`` (about 1.5 h); for a shorter run
+Usage: ``python benchmarks/scale.py`` (about 30 min); for a shorter run
 ``--sizes 100000 --fetch 20000 --days 3``.
 """
 
