@@ -1,8 +1,9 @@
 """A manifest row, defined once: its columns and dtypes, its error kinds, its builders.
 
 Every row the run records is made here (:func:`ok_row`, :func:`error_row`,
-:func:`stopped_row`) and read through here (:func:`is_stopped`), so that the
-columns and the ``error_kind`` vocabulary have one home.
+:func:`stopped_row`) and read through here (:func:`is_stopped`, :func:`status_of`),
+so that the columns, the ``error_kind`` vocabulary and the three states a row can
+end in (``ok``, ``failed``, ``stopped``) have one home.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 #: Column → pandas dtype, in order.
 COLUMNS: dict[str, str] = {
     "recording_id": "string",
+    "status": "string",
     "path": "string",
     "expiration": "datetime64[ns, UTC]",
     "error": "string",
@@ -42,6 +45,14 @@ SCHEMA = pa.schema(
 )
 
 Row = Mapping[str, Any]
+
+
+class Status:
+    """The values of the ``status`` column: how a row ended, never null."""
+
+    OK = "ok"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class Kind:
@@ -166,6 +177,19 @@ def is_stopped(row: Row) -> bool:
     return row.get("error_kind") == Kind.STOPPED
 
 
+def status_of(row: Row) -> str:
+    """``ok`` (the file is complete), ``stopped`` (not reached: run again) or ``failed``.
+
+    Examples
+    --------
+    >>> status_of({"error": None}), status_of(stopped_row("a")), status_of({"error": "404: gone"})
+    ('ok', 'stopped', 'failed')
+    """
+    if succeeded(row):
+        return Status.OK
+    return Status.STOPPED if is_stopped(row) else Status.FAILED
+
+
 def succeeded(row: Row) -> bool:
     """Whether ``row`` has its complete, checked file (no error)."""
     error = row.get("error")
@@ -188,7 +212,16 @@ def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
             typed[name] = pd.to_datetime(column, utc=True, format="ISO8601").astype(dtype)
         else:
             typed[name] = column.astype(dtype)
+    typed["status"] = _statuses(typed["error"], typed["error_kind"])
     return pd.DataFrame(typed, index=pd.RangeIndex(len(frame)))
+
+
+def _statuses(error: pd.Series, kind: pd.Series) -> pd.Series:
+    """The ``status`` column, derived from ``error`` and ``error_kind`` (so never stale)."""
+    stopped = kind.eq(Kind.STOPPED).fillna(False).to_numpy(dtype=bool)
+    failed = np.where(stopped, Status.STOPPED, Status.FAILED)
+    values = np.where(error.isna().to_numpy(dtype=bool), Status.OK, failed)
+    return pd.Series(values, index=error.index, dtype=COLUMNS["status"])
 
 
 def empty_manifest() -> pd.DataFrame:
