@@ -35,6 +35,11 @@ def read_ids(path: Path, id_column: str) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["emulator"]:  # its own switches, its own --help
+        from .emulator.__main__ import main as emulator_main
+
+        return emulator_main(argv[1:], prog="siro-data emulator")
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -43,10 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # its retry notices would drown the summary; failures still show
         logging.getLogger("urllib3").setLevel(logging.ERROR)
-    if args.command == "emulator":
-        from .emulator.__main__ import main as emulator_main
-
-        return emulator_main(args.emulator_args)
     try:
         if args.command == "demo":
             return _demo(args)
@@ -135,11 +136,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the whole job against the built-in emulator (no token, no network)",
     )
-    emulator = commands.add_parser(
-        "emulator", help="serve the local Siro emulator (see: siro-data emulator -- --help)"
+    commands.add_parser(  # listed here; main() hands its arguments to the emulator's own parser
+        "emulator", help="serve the local Siro emulator (siro-data emulator --help: its switches)"
     )
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    emulator.set_defaults(verbose=False)
     return parser
 
 
