@@ -2,6 +2,9 @@
 
 Exit status: 0 when every row is ok, 1 when some rows failed, 2 on a usage or
 authentication error (130 when interrupted).
+
+Progress (``--progress``): tqdm bars when stderr is a terminal, else one plain
+log line every 10 s, as :func:`siro_data.fetch_all` chooses them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ._version import __version__
 from .api import fetch_all
 from .client import TOKEN_ENV
 from .exceptions import AuthError
+from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
 from .summary import summarize
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -44,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # its retry notices would drown the summary; failures still show
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+        logging.getLogger("siro_data.progress").setLevel(logging.INFO)  # the progress lines
     try:
         if args.command == "demo":
             return _demo(args)
@@ -75,13 +80,22 @@ def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: st
         api_url=api_url,
         workers=args.workers,
         requests_per_minute=args.requests_per_minute,
-        progress=not args.quiet,
+        progress=_reporter(args),
         overwrite=args.overwrite,
         convert_to=args.convert_to,
     )
     print(summarize(manifest))
     print(f"manifest: {Path(args.manifest).absolute()}")
     return EXIT_SOME_FAILED if manifest["error"].notna().any() else EXIT_OK
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    """What ``--progress`` (and ``--quiet``, ``--log-interval``) ask for."""
+    choice = "none" if args.quiet else args.progress
+    reporter = reporter_for(choice, Path(args.manifest).absolute())
+    if isinstance(reporter, LogProgress):
+        reporter.interval = args.log_interval
+    return reporter
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -119,7 +133,21 @@ def _parser() -> argparse.ArgumentParser:
         choices=["wav", "flac"],
         help="also write a WAV or FLAC copy of each recording (the audio_path column)",
     )
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument(
+        "--progress",
+        choices=["auto", "bars", "log", "none"],
+        default="auto",
+        help="tqdm bars, or one plain log line every --log-interval seconds"
+        " (auto: bars on a terminal, log lines elsewhere)",
+    )
+    common.add_argument(
+        "--log-interval",
+        type=float,
+        default=LOG_INTERVAL_SECONDS,
+        metavar="SECONDS",
+        help="seconds between two progress lines (default: %(default)g)",
+    )
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
     fetch = commands.add_parser(

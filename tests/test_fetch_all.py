@@ -450,7 +450,7 @@ def test_secrets_never_reach_manifest_logs_or_storage(
     emulator.faults.api_status[ids[0]] = 404
     emulator.faults.cut_after[ids[1]] = 3000
     with caplog.at_level(logging.DEBUG):
-        manifest = run(emulator, ids, out_dir, manifest_path, progress=True)
+        manifest = run(emulator, ids, out_dir, manifest_path, progress="bars")
         signed = siro_data.SiroClient(emulator.token, emulator.api_url).sign(ids[2])
     signature = signed.url.split("X-Goog-Signature=")[1].split("&")[0]
     captured = capsys.readouterr()

@@ -256,7 +256,7 @@ def test_a_faulty_batch_leaks_no_secret_anywhere(
             token=TOKEN,
             api_url=emu.api_url,
             timeout=TIMEOUT,
-            progress=True,
+            progress="bars",
         )
     found.frame("returned manifest", manifest)
     found.add("journal", "".join(journal.seen))

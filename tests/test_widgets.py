@@ -57,8 +57,13 @@ def sent_messages(*models) -> list:
     return sent
 
 
-def ok(recording_id: str) -> dict:
-    return {"recording_id": recording_id, "error": None, "error_kind": None}
+def ok(recording_id: str, size_bytes: int = 2_000_000) -> dict:
+    return {
+        "recording_id": recording_id,
+        "error": None,
+        "error_kind": None,
+        "size_bytes": size_bytes,
+    }
 
 
 def failed(recording_id: str, error: str, kind: str = "download") -> dict:
@@ -91,14 +96,14 @@ def test_values_as_a_run_progresses(clock):
     assert (panel.progress.value, panel.progress.max) == (2, 5)
     assert "2 done · 0 failed · 3 remaining · 2.0 MB received" in panel.summary.value
     assert "1.0 MB/s" in panel.summary.value  # 2 MB in 2 s
-    assert "ETA 6 s" in panel.summary.value  # one row in 2 s, three left
+    assert "ETA 6 s" in panel.summary.value  # three left, 2 MB each, at 1 MB/s
     assert panel.errors.value == ""
 
     clock.advance(2.0)
     panel.finished(failed("b", "download 404: NoSuchKey: gone", "download"))
     assert (panel.progress.value, panel.progress.max) == (3, 5)
     assert "2 done · 1 failed · 2 remaining" in panel.summary.value
-    assert "ETA 4 s" in panel.summary.value
+    assert "ETA 8 s" in panel.summary.value  # two left, 2 MB each, at 2 MB in 4 s
     assert "<b>errors (1)</b>" in panel.errors.value
     assert "<td style='padding:0 0.8em 0 0;text-align:left;vertical-align:top'>b</td>" in (
         panel.errors.value
@@ -123,6 +128,7 @@ def test_values_as_a_run_progresses(clock):
     assert "MB/s" not in panel.summary.value and "ETA" not in panel.summary.value
     assert panel.stop_button.disabled
     assert panel.stop_button.description == "done"
+    assert panel.stop_button.button_style == ""  # no longer the red button of a live run
     assert panel.progress.bar_style == "warning"  # one failed
 
 
@@ -251,7 +257,7 @@ def test_stop_button(clock):
     panel.close()
     assert panel.status == "stopped: 2 not fetched — run again to resume"
     assert panel.summary.value.startswith(
-        "<b>stopped: 2 not fetched — run again to resume</b> · 2 done · 0 failed · 2 remaining"
+        "<b>stopped: 2 not fetched — run again to resume</b> · 2 done · 0 failed · 2 stopped"
     )
     assert panel.errors.value == ""  # stopped rows are not errors
     assert panel.stop_button.disabled
@@ -278,7 +284,7 @@ def test_a_run_ended_by_an_error_says_so(clock):
     panel.finished(ok("a"))
     panel.close()  # fetch_all raised (a rejected token, a full disk): no row for the rest
     assert panel.status == "ended early: 2 not fetched — run again to resume"
-    assert panel.stop_button.description == "ended"
+    assert panel.stop_button.description == "ended early"
     assert panel.progress.bar_style == "warning"
 
 
