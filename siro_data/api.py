@@ -99,9 +99,9 @@ def fetch_all(
         The manifest of this call: one row per distinct id, in input order,
         with the columns of :data:`siro_data.manifest.COLUMNS`. A row whose
         ``status`` is "ok" has its complete, checked file at ``path``; "failed"
-        rows say why in ``error``. When the run was stopped (the reporter's
-        Stop, or an interrupt in Jupyter), the ids it did not reach have
-        ``status`` "stopped": not a failure; run again to resume.
+        rows say why in ``error``. When the run was stopped (the panel's Stop
+        button), the ids it did not reach have ``status`` "stopped": not a
+        failure; run again to resume.
 
     Raises
     ------
@@ -114,7 +114,9 @@ def fetch_all(
         Writing failed (a full disk, for instance): the run stopped the same
         way, partial files are kept for the next run.
     KeyboardInterrupt
-        Outside Jupyter, after the manifest was saved the same way.
+        Ctrl-C, or the kernel's interrupt in Jupyter: the run stops, the
+        manifest is saved the same way, then the interrupt goes on (so a
+        notebook's Run All stops there too).
 
     Notes
     -----

@@ -65,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"siro-data: authentication failed, run stopped: {exc}", file=sys.stderr)
         print(f"the manifest keeps every row finished before: {args.manifest}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("siro-data: interrupted; run again to continue", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"siro-data: {exc or 'interrupted; run again to continue'}", file=sys.stderr)
         return 130
 
 

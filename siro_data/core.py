@@ -34,7 +34,6 @@ from .processors import Processor
 from .progress import Reporter
 from .rows import Kind, Row, empty_manifest, error_row, ok_row, stopped_row, to_frame
 from .sessions import describe_error
-from .widgets import in_notebook
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +122,17 @@ def run(
                 if reason and key not in rows:
                     record(error_row(key, f"invalid id: {reason}", Kind.INVALID_ID))
             if tasks:
-                try:
-                    work.execute(tasks, record)
-                except KeyboardInterrupt:
-                    if not in_notebook():
-                        raise
-                    log.warning("interrupted: the run stopped, run again to resume")
+                work.execute(tasks, record)
             for key, _ in tasks:
                 if key not in rows:
                     record(stopped_row(key))
+        except KeyboardInterrupt:  # the whole queue stops, as for any cell: save, then say so
+            reporter.close()
+            _save(manifest_path, keys, failing=True)
+            raise KeyboardInterrupt(
+                f"interrupted: the manifest keeps the rows finished, in {manifest_path};"
+                " run again to resume"
+            ) from None
         except BaseException:
             reporter.close()
             _save(manifest_path, keys, failing=True)
