@@ -25,7 +25,7 @@ import pandas as pd
 from . import audio, processors
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
-from .exceptions import AuthError, DownloadError, SiroDataError
+from .exceptions import AuthError, DownloadError, Interrupted, SiroDataError
 from .inputs import IdsLike, absolute, ensure_writable_dir, invalid_reason, normalize_ids
 from .locks import LOCKS_FOLDER, acquire, recording_lock
 from .manifest import Journal, compact, resume
@@ -129,7 +129,7 @@ def run(
         except KeyboardInterrupt:  # the whole queue stops, as for any cell: save, then say so
             reporter.close()
             _save(manifest_path, keys, failing=True)
-            raise KeyboardInterrupt(
+            raise Interrupted(
                 f"interrupted: the manifest keeps the rows finished, in {manifest_path};"
                 " run again to resume"
             ) from None
