@@ -4,6 +4,7 @@ The common case is one call::
 
     import siro_data
     manifest = siro_data.fetch_all(df)          # df has a "recording_id" column
+    daily = siro_data.sync(since="2025-05-01")  # what appeared since the last sync
 
 The building blocks are public too, each usable alone: :class:`SiroClient`
 (one id → one signed URL), :func:`download` and :class:`Downloader` (one URL →
@@ -35,6 +36,7 @@ from .progress import LogProgress, Reporter, TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import COLUMNS
 from .summary import summarize
+from .sync import SyncResult, read_recordings, sync
 from .widgets import Panel
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "SiroAPIError",
     "SiroClient",
     "SiroDataError",
+    "SyncResult",
     "TqdmProgress",
     "__version__",
     "convert",
@@ -64,8 +67,10 @@ __all__ = [
     "load_audio",
     "probe",
     "read_manifest",
+    "read_recordings",
     "sign",
     "summarize",
+    "sync",
     "to_hf_dataset",
     "to_nemo_manifest",
     "write_manifest",

@@ -1,4 +1,5 @@
-"""The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all`, nothing more.
+"""The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all` and
+:func:`sync`, nothing more.
 
 Exit status: 0 when every row is ok, 1 when some rows failed, 2 on a usage or
 authentication error (130 when interrupted).
@@ -23,6 +24,7 @@ from .client import TOKEN_ENV
 from .exceptions import AuthError
 from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
 from .summary import summarize
+from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, listing_path, sync
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "sync":
+            return _sync(args)
         ids = read_ids(args.ids, args.id_column)
         return _fetch(ids, args, token=None, api_url=args.api_url)
     except (ValueError, FileNotFoundError) as exc:
@@ -87,6 +91,29 @@ def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: st
     print(summarize(manifest))
     print(f"manifest: {Path(args.manifest).absolute()}")
     return EXIT_SOME_FAILED if manifest["error"].notna().any() else EXIT_OK
+
+
+def _sync(args: argparse.Namespace) -> int:
+    synced = sync(
+        args.manifest,
+        args.out_dir,
+        since=args.since,
+        team_id=args.team_id,
+        organization_id=args.organization_id,
+        conversation_type=args.conversation_type,
+        result=args.result,
+        api_url=args.api_url,
+        workers=args.workers,
+        requests_per_minute=args.requests_per_minute,
+        progress=_reporter(args),
+        convert_to=args.convert_to,
+        overlap=pd.Timedelta(hours=args.overlap_hours),
+        retry_for=pd.Timedelta(days=args.retry_days),
+    )
+    print(synced.summary())
+    print(f"manifest: {Path(args.manifest).absolute()}")
+    print(f"listing: {listing_path(Path(args.manifest).absolute())}")
+    return EXIT_SOME_FAILED if synced.recordings["error"].notna().any() else EXIT_OK
 
 
 def _reporter(args: argparse.Namespace) -> Reporter:
@@ -158,6 +185,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("ids", type=Path, help="IDS.csv or IDS.parquet")
     fetch.add_argument("--api-url", default=None, help="default: $SIRO_API_URL or Siro's API")
+
+    synced = commands.add_parser(
+        "sync",
+        parents=[common],
+        help="fetch the recordings that appeared since the last sync (list, fetch, retry)",
+        description=(
+            f"List the recordings created since the last sync (less an overlap), fetch those "
+            f"not complete, retry failures a later run may cure. The token comes from "
+            f"${TOKEN_ENV}; the watermark and the listing are kept beside the manifest."
+        ),
+    )
+    synced.add_argument("--since", help="list from this date (needed by the first sync)")
+    synced.add_argument("--team-id", nargs="+", help="only these teams (each listed apart)")
+    synced.add_argument("--organization-id", help="only this organization")
+    synced.add_argument("--conversation-type", nargs="+", help="only these conversation types")
+    synced.add_argument("--result", help="only recordings with this result")
+    synced.add_argument(
+        "--overlap-hours",
+        type=float,
+        default=DEFAULT_OVERLAP / pd.Timedelta(hours=1),
+        help="list again this far before the watermark: late recordings (default: %(default)g)",
+    )
+    synced.add_argument(
+        "--retry-days",
+        type=float,
+        default=DEFAULT_RETRY_FOR / pd.Timedelta(days=1),
+        help="retry curable failures of recordings younger than this (default: %(default)g)",
+    )
+    synced.add_argument("--api-url", default=None, help="default: $SIRO_API_URL or Siro's API")
 
     commands.add_parser(
         "demo",

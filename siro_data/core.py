@@ -21,18 +21,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import audio, processors
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
 from .exceptions import AuthError, DownloadError, Interrupted, SiroDataError
-from .inputs import IdsLike, absolute, ensure_writable_dir, invalid_reason, normalize_ids
+from .inputs import IdsLike, absolute, ensure_writable_dir, id_array, invalid_reason
 from .locks import LOCKS_FOLDER, acquire, recording_lock
 from .manifest import Journal, compact, resume
 from .naming import file_stem, url_extension
 from .processors import Processor
 from .progress import Reporter
-from .rows import Kind, Row, empty_manifest, error_row, ok_row, stopped_row, to_frame
+from .rows import (
+    Kind,
+    Row,
+    RowBuffer,
+    empty_manifest,
+    error_row,
+    in_order,
+    ok_row,
+    stopped_row,
+    to_arrow,
+)
 from .sessions import describe_error
 
 log = logging.getLogger(__name__)
@@ -82,7 +94,7 @@ def run(
         fetching; default ``manifest_path``. A Dask partition writes its own
         manifest file and resumes from the whole folder.
     """
-    keys = normalize_ids(ids, id_column)
+    keys = id_array(ids, id_column)
     out_dir, manifest_path = absolute(out_dir), absolute(manifest_path)
     ensure_writable_dir(out_dir, "out_dir")
     ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
@@ -90,24 +102,27 @@ def run(
 
     resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
     unfinished = processors.pending(steps, resumed)
-    rows: dict[str | None, Row] = {
-        row["recording_id"]: row for row in resumed[~unfinished].to_dict("records")
-    }
+    # Complete with nothing left to do: no task, and no Python object per row.
+    untouched = resumed[~unfinished] if unfinished.any() else resumed
     to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
-    tasks = [
-        (key, to_finish.get(key)) for key in keys if key not in rows and invalid_reason(key) is None
-    ]
+    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
+    left = keys.filter(pc.invert(done)).to_pylist()  # Python objects only for the work to do
+    tasks = [(key, to_finish.get(key)) for key in left if invalid_reason(key) is None]
+    invalid = [key for key in left if invalid_reason(key) is not None]
     journal = Journal(manifest_path)
+    recorded = RowBuffer()
+    finished: set[str | None] = set()
 
     def record(row: Row) -> None:
-        rows[row["recording_id"]] = row
         journal.append(row)
+        recorded.add(row)
+        finished.add(row["recording_id"])
         reporter.finished(row)
 
     def complete_elsewhere(recording_id: str) -> Row | None:
         """The row of another process that finished this recording since the start."""
-        done = resume(source, out_dir, [recording_id])
-        return done.iloc[0].to_dict() if len(done) else None
+        found = resume(source, out_dir, [recording_id])
+        return found.iloc[0].to_dict() if len(found) else None
 
     with ExitStack() as opened:
         fetching = any(row is None for _, row in tasks)
@@ -115,17 +130,17 @@ def run(
         work = _Run(
             client, downloader, out_dir, workers, overwrite, reporter, complete_elsewhere, steps
         )
-        reporter.start(total=len(keys), done=len(rows), stop=work.stop.set)
+        reporter.start(total=len(keys), done=len(untouched), stop=work.stop.set)
         try:
-            for key in keys:
-                reason = invalid_reason(key)
-                if reason and key not in rows:
-                    record(error_row(key, f"invalid id: {reason}", Kind.INVALID_ID))
+            for key in invalid:
+                record(error_row(key, f"invalid id: {invalid_reason(key)}", Kind.INVALID_ID))
             if tasks:
                 work.execute(tasks, record)
-            for key, _ in tasks:
-                if key not in rows:
-                    record(stopped_row(key))
+            not_reached = [stopped_row(key) for key, _ in tasks if key not in finished]
+            journal.extend(not_reached)
+            for row in not_reached:
+                recorded.add(row)
+                reporter.finished(row)
         except KeyboardInterrupt:  # the whole queue stops, as for any cell: save, then say so
             reporter.close()
             _save(manifest_path, keys, failing=True)
@@ -139,7 +154,11 @@ def run(
             raise
         reporter.close()
     _save(manifest_path, keys, failing=False)
-    manifest = to_frame([rows[key] for key in keys])
+    added = recorded.table()
+    if added.num_rows:
+        manifest = in_order(pa.concat_tables([to_arrow(untouched), added]), keys)
+    else:  # a re-run with nothing new: the resumed frame as it is
+        manifest = in_order(untouched, keys)
     report_outcome(manifest)
     return manifest
 
@@ -154,7 +173,7 @@ def report_outcome(manifest: pd.DataFrame) -> None:
         log.warning("%d of %d recordings failed: see the error column", failed, len(manifest))
 
 
-def _save(manifest_path: Path, keys: list[str | None], failing: bool) -> None:
+def _save(manifest_path: Path, keys: pa.Array, failing: bool) -> None:
     """Fold the journal into the manifest, new rows in input order.
 
     While another error is on its way out, a failure to save (the same full
@@ -168,7 +187,7 @@ def _save(manifest_path: Path, keys: list[str | None], failing: bool) -> None:
             raise
         log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
     else:
-        log.info("manifest saved to %s (%d rows)", manifest_path, len(saved))
+        log.info("manifest saved to %s (%d rows)", manifest_path, saved)
 
 
 class _Stopped(Exception):

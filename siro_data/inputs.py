@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .audio import FORMATS
 
@@ -50,6 +52,20 @@ def normalize_ids(ids: IdsLike, id_column: str = "recording_id") -> list[str | N
     ['12', '7', None, 'a']
     """
     return list(dict.fromkeys(_as_id(value) for value in id_values(ids, id_column)))
+
+
+def id_array(ids: IdsLike, id_column: str = "recording_id") -> pa.Array:
+    """:func:`normalize_ids` as one Arrow array: a million ids without a million objects.
+
+    Examples
+    --------
+    >>> id_array(["a", "b", "a", None]).to_pylist()
+    ['a', 'b', None]
+    """
+    values = id_values(ids, id_column)
+    if isinstance(values, pd.Series) and pd.api.types.infer_dtype(values) in ("string", "empty"):
+        return pc.unique(pa.array(values, pa.large_string(), from_pandas=True))
+    return pa.array(normalize_ids(values), pa.large_string())
 
 
 def _as_id(value: Any) -> str | None:

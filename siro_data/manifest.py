@@ -2,11 +2,16 @@
 
 A row's columns and dtypes are :mod:`siro_data.rows`'.
 
-On disk it is a parquet file plus, while a run is going, an append-only
-journal of JSON lines beside it (``<manifest>.journal``). Each finished row
+On disk it is one parquet file plus, while a run is going, an append-only
+journal of JSON lines beside it (``.<manifest>.journal``). Each finished row
 costs one short append, however many rows came before; the journal is folded
 into the parquet file at the end of a run and read back after a crash, so a
 killed run loses no finished row.
+
+An archive grows for years: nothing here costs more than the new work but
+reading what is asked for (:mod:`siro_data.store`: a fold streams the file,
+a resume reads the rows of the ids asked for); a run that adds nothing leaves
+the file alone.
 
 Several processes may share one manifest: every change to it (a journal line,
 a fold into parquet) and every read of it happens under its lock
@@ -15,28 +20,33 @@ a fold into parquet) and every read of it happens under its lock
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
 import os
-import tempfile
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
+from . import store
+from .files import remove_stale
 from .locks import manifest_lock
-from .rows import COLUMNS, SCHEMA, Row, empty_manifest, to_frame
+from .rows import COLUMNS, SCHEMA, Row, conform, from_arrow, to_arrow
 
 log = logging.getLogger(__name__)
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a manifest to parquet atomically: a crash leaves the old file or the new, whole.
+
+    Each recording is written once, its latest row (as every manifest file
+    siro_data writes holds it, so that reading one needs no deduplication).
 
     Parameters
     ----------
@@ -62,21 +72,7 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None
       recording_id                     error
     0            a  404: Recording not found
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(to_frame(manifest), schema=SCHEMA, preserve_index=False)
-    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
+    store.write(store.latest(to_arrow(manifest)), Path(path))
 
 
 def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -113,38 +109,45 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     >>> len(manifest), manifest.dtypes["duration"]
     (0, dtype('float64'))
     """
+    return from_arrow(read_rows(path))
+
+
+def read_rows(path: str | os.PathLike[str], ids: Iterable[str | None] | None = None) -> pa.Table:
+    """The latest row of each recording in a manifest file or folder, as Arrow.
+
+    ``ids``: only these recordings' rows (read batch by batch: memory follows
+    the rows kept, not the file).
+    """
     path = Path(path)
+    wanted = None if ids is None else store.as_ids(ids)
     if path.is_dir():
-        return _read_dataset(path)
-    parts = []
+        parts = [_read_file(path / name, wanted) for name in _part_names(path)]
+        rows = store.concat(SCHEMA, parts)
+        by_time = pc.sort_indices(rows, sort_keys=[("fetched_at", "ascending", "at_start")])
+        return store.latest(rows.take(by_time))
+    return _read_file(path, wanted)
+
+
+def _read_file(path: Path, wanted: pa.Array | None) -> pa.Table:
     with manifest_lock(path, optional=True):
-        if path.exists():
-            parts.append(to_frame(pq.read_table(path).to_pandas()))
+        saved = store.scan(path, SCHEMA, wanted)
         journal = _read_journal(journal_path(path))
-    if journal:
-        parts.append(to_frame(journal))
-    if not parts:
-        return empty_manifest()
-    return latest_rows(pd.concat(parts, ignore_index=True))
+    if wanted is not None:
+        journal = journal.filter(pc.is_in(journal.column(store.KEY), value_set=wanted))
+    return store.merged(saved, journal)
 
 
-def _read_dataset(folder: Path) -> pd.DataFrame:
-    journaled = (name[1 : -len(".journal")] for name in _names(folder, ".*.parquet.journal"))
-    names = sorted(set(_names(folder, "*.parquet")) | set(journaled))
-    parts = [read_manifest(folder / name) for name in names]
-    if not parts:
-        return empty_manifest()
-    rows = pd.concat(parts, ignore_index=True)
-    by_time = rows.sort_values("fetched_at", kind="stable", na_position="first")
-    return latest_rows(by_time.reset_index(drop=True))
-
-
-def _names(folder: Path, pattern: str) -> list[str]:
-    return [path.name for path in folder.glob(pattern) if not path.name.endswith(".tmp")]
+def _part_names(folder: Path) -> list[str]:
+    """The manifests in a folder: parquet files, and journals whose file is not saved yet."""
+    saved = {path.name for path in folder.glob("*.parquet")}
+    journaled = {path.name[1 : -len(".journal")] for path in folder.glob(".*.parquet.journal")}
+    return sorted(saved | journaled)
 
 
 def resume(
-    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], wanted: Iterable[str | None]
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    wanted: Iterable[str | None] | pa.Array,
 ) -> pd.DataFrame:
     """The rows of ``wanted`` ids that need no fetching again: complete, their file still whole.
 
@@ -155,8 +158,8 @@ def resume(
     out_dir : path-like
         Where the files are now: a row's file is looked for there by its name,
         so a folder moved as a whole (manifest and audio together) still resumes.
-    wanted : iterable of str
-        The ids asked for; other rows are left out.
+    wanted : iterable of str, or pyarrow.Array
+        The ids asked for; other rows are not read.
 
     Returns
     -------
@@ -164,19 +167,36 @@ def resume(
         Manifest rows (the schema of :data:`siro_data.rows.COLUMNS`) whose file
         exists in ``out_dir`` with the size recorded, ``path`` pointing there.
     """
-    previous = read_manifest(source)
-    candidates = previous[
-        previous["recording_id"].isin([key for key in wanted if key is not None])
-        & previous["error"].isna()
-        & previous["path"].notna()
-        & previous["size_bytes"].notna()
-    ]
-    local = [os.path.join(out_dir, os.path.basename(path)) for path in candidates["path"]]
-    intact = [
-        _stored_size(path) == size
-        for path, size in zip(local, candidates["size_bytes"].tolist(), strict=True)
-    ]
-    return to_frame(candidates.assign(path=local)[intact].reset_index(drop=True))
+    rows = read_rows(source, store.as_ids(wanted).drop_null())
+    complete = pc.and_(
+        pc.and_(rows.column("error").is_null(), rows.column("path").is_valid()),
+        rows.column("size_bytes").is_valid(),
+    )
+    candidates = rows if pc.all(complete).as_py() else rows.filter(complete)
+    folder = os.path.join(os.fspath(out_dir), "")
+    paths = candidates.column("path")
+    here = pc.match_substring_regex(paths, "^" + re.escape(folder) + r"[^/\\]*$")
+    if not pc.all(here).as_py():  # the folder moved: the files are where they are now
+        local = pc.replace_substring_regex(
+            paths, pattern=r"^(?:.*[/\\])?", replacement=folder.replace("\\", "\\\\")
+        )
+        candidates = candidates.set_column(SCHEMA.get_field_index("path"), "path", local)
+    intact = _intact(candidates.column("path"), candidates.column("size_bytes"))
+    del rows, paths
+    if not pc.all(intact).as_py():
+        candidates = candidates.filter(intact)
+    pa.default_memory_pool().release_unused()  # what reading took, back to the system
+    return from_arrow(candidates)
+
+
+def _intact(paths: pa.ChunkedArray, sizes: pa.ChunkedArray, chunk: int = 1 << 14) -> pa.Array:
+    """Whether each file exists with its size: one ``stat`` each, few Python objects at a time."""
+    found = []
+    for start in range(0, len(paths), chunk):
+        names = paths.slice(start, chunk).to_pylist()
+        expected = sizes.slice(start, chunk).to_pylist()
+        found.extend(_stored_size(name) == size for name, size in zip(names, expected, strict=True))
+    return pa.array(found, pa.bool_())
 
 
 def _stored_size(path: str) -> int | None:
@@ -184,13 +204,6 @@ def _stored_size(path: str) -> int | None:
         return os.stat(path).st_size
     except OSError:
         return None
-
-
-def latest_rows(manifest: pd.DataFrame) -> pd.DataFrame:
-    """One row per recording: its latest, in the order recordings first appeared."""
-    first_seen, _ = pd.factorize(manifest["recording_id"], use_na_sentinel=False)
-    latest = pd.Series(range(len(manifest))).groupby(first_seen).last()
-    return to_frame(manifest.iloc[latest.to_numpy()].reset_index(drop=True))
 
 
 class Journal:
@@ -209,78 +222,82 @@ class Journal:
 
     def append(self, row: Row) -> None:
         """Record one finished row."""
-        line = json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8")
+        self.extend([row])
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        """Record finished rows, in one write."""
+        lines = b"".join(
+            json.dumps({name: _jsonable(row.get(name)) for name in COLUMNS}).encode("utf-8") + b"\n"
+            for row in rows
+        )
+        if not lines:
+            return
         with manifest_lock(self.manifest_path):
             # One descriptor both reads the last byte and appends (a file object would not).
             journal = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 end = os.fstat(journal).st_size
                 fence = b"\n" if end and os.pread(journal, 1, end - 1) != b"\n" else b""
-                data = memoryview(fence + line + b"\n")
+                data = memoryview(fence + lines)
                 while data:
                     data = data[os.write(journal, data) :]
             finally:
                 os.close(journal)
 
 
-def compact(path: str | os.PathLike[str], order: Sequence[str | None] = ()) -> pd.DataFrame:
-    """Fold the journal into the parquet file, then drop the journal; the whole manifest.
+def compact(path: str | os.PathLike[str], order: Sequence[str | None] | pa.Array = ()) -> int:
+    """Fold the journal into the parquet file, then drop the journal; the rows the file holds.
 
-    Rows are journaled as they finish; recordings new to the file and named in
-    ``order`` (a call's ids) are saved in that order instead. With nothing
-    journaled and the file in place, the file is left as it is. Temporary
-    files left by a save that was killed are removed.
+    The file is streamed row group by row group: a row the journal updates is
+    replaced where it stands, recordings new to the file are appended, those
+    named in ``order`` (a call's ids) in that order within the places they take.
+    With nothing journaled and the file in place, the file is left as it is.
+    Temporary files left by a save that was killed are removed.
     """
     path = Path(path)
     journal = journal_path(path)
     with manifest_lock(path):
-        for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
-            stale.unlink(missing_ok=True)
-        unchanged = path.exists() and (not journal.exists() or journal.stat().st_size == 0)
-        if unchanged:
-            manifest = read_manifest(path)
+        remove_stale(path)
+        new = _read_journal(journal)
+        if new.num_rows == 0 and path.exists():
+            count = store.rows_in(path)
         else:
-            before = _saved_ids(path)
-            manifest = _new_rows_in_order(read_manifest(path), before, order)
-            write_manifest(manifest, path)
+            count = store.fold(path, SCHEMA, new, order)
         journal.unlink(missing_ok=True)
-    return manifest
+    return count
 
 
-def _saved_ids(path: Path) -> set[str | None]:
-    if not path.exists():
-        return set()
-    return set(pq.read_table(path, columns=["recording_id"]).column(0).to_pylist())
+def _read_journal(path: Path) -> pa.Table:
+    """The journal's rows, latest per recording; a line torn by a kill is skipped."""
+    try:
+        if not path.stat().st_size:
+            return SCHEMA.empty_table()
+        rows = pj.read_json(path, parse_options=_JOURNAL_LINES)  # no Python object per row
+    except FileNotFoundError:
+        return SCHEMA.empty_table()
+    except pa.ArrowInvalid:
+        rows = _read_lines(path.read_bytes())
+    return store.latest(conform(rows))
 
 
-def _new_rows_in_order(
-    manifest: pd.DataFrame, before: set[str | None], order: Sequence[str | None]
-) -> pd.DataFrame:
-    """The rows of recordings not in ``before`` and named in ``order``, put in that order
-    within the places they hold; every other row stays where it is.
-    """
-    rank = {key: position for position, key in enumerate(order)}
-    ids = [None if key is pd.NA else key for key in manifest["recording_id"].tolist()]
-    slots = [row for row, key in enumerate(ids) if key in rank and key not in before]
-    rows = list(range(len(manifest)))
-    for slot, row in zip(slots, sorted(slots, key=lambda row: rank[ids[row]]), strict=True):
-        rows[slot] = row
-    return to_frame(manifest.iloc[rows].reset_index(drop=True))
+#: How journal lines are read: the manifest's columns, typed; anything else ignored.
+_JOURNAL_LINES = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
 
 
-def _read_journal(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                log.warning("skipping a torn line %d of the manifest journal", number)
-    return rows
+def _read_lines(data: bytes, batch_rows: int = 4096) -> pa.Table:
+    """The journal line by line, as after a kill: a torn line is reported and skipped."""
+    tables, batch = [], []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            batch.append(json.loads(line))
+        except ValueError:
+            log.warning("skipping a torn line %d of the manifest journal", number)
+        if len(batch) >= batch_rows:
+            tables.append(to_arrow(batch))
+            batch = []
+    return pa.concat_tables([*tables, to_arrow(batch)])
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import store
 
 #: Column → pandas dtype, in order.
 COLUMNS: dict[str, str] = {
@@ -35,14 +38,7 @@ COLUMNS: dict[str, str] = {
 }
 
 #: The same columns as an Arrow schema: what the parquet file holds.
-SCHEMA = pa.schema(
-    [
-        (name, pa.timestamp("ns", tz="UTC"))
-        if dtype.startswith("datetime64")
-        else (name, {"string": pa.string(), "float64": pa.float64(), "Int64": pa.int64()}[dtype])
-        for name, dtype in COLUMNS.items()
-    ]
-)
+SCHEMA = pa.schema([(name, store.ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
 
 Row = Mapping[str, Any]
 
@@ -204,7 +200,10 @@ def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
     >>> to_frame([{"recording_id": "a", "error": "404: Recording not found"}]).dtypes["size_bytes"]
     Int64Dtype()
     """
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if isinstance(rows, pd.DataFrame):
+        frame = rows.reset_index(drop=True)  # a filtered frame's labels would misalign
+    else:
+        frame = pd.DataFrame(list(rows))
     typed = {}
     for name, dtype in COLUMNS.items():
         column = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
@@ -227,3 +226,67 @@ def _statuses(error: pd.Series, kind: pd.Series) -> pd.Series:
 def empty_manifest() -> pd.DataFrame:
     """A manifest with no rows, with the full schema."""
     return to_frame([])
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` with exactly :data:`SCHEMA` (manifests written before a column existed
+    read with it empty), its ``status`` derived from ``error`` and ``error_kind``.
+    """
+    table = store.conform(table, SCHEMA)
+    error, kind = table.column("error"), table.column("error_kind")
+    stopped = pc.fill_null(pc.equal(kind, Kind.STOPPED), False)
+    failed = pc.if_else(stopped, Status.STOPPED, Status.FAILED)
+    status = pc.if_else(pc.is_null(error), Status.OK, failed)
+    where = SCHEMA.get_field_index("status")
+    return table.set_column(where, SCHEMA.field(where), status.cast(SCHEMA.field(where).type))
+
+
+def from_arrow(table: pa.Table) -> pd.DataFrame:
+    """Manifest rows held in Arrow as a manifest frame (strings stay Arrow-backed)."""
+    return store.to_pandas(conform(table), SCHEMA)
+
+
+def to_arrow(rows: Iterable[Row] | pd.DataFrame) -> pa.Table:
+    """Manifest rows (dicts or a frame) as an Arrow table of :data:`SCHEMA`."""
+    return pa.Table.from_pandas(to_frame(rows), schema=SCHEMA, preserve_index=False)
+
+
+def in_order(rows: pa.Table | pd.DataFrame, keys: pa.Array) -> pd.DataFrame:
+    """The manifest frame of ``keys``, in their order, from rows holding each key once."""
+    frame = rows if isinstance(rows, pd.DataFrame) else None
+    ids = pa.array(frame["recording_id"]) if frame is not None else rows.column("recording_id")
+    where = pc.index_in(keys, value_set=ids.combine_chunks() if hasattr(ids, "chunks") else ids)
+    if where.null_count:
+        raise ValueError(f"{where.null_count} ids have no row")
+    in_place = len(where) == len(ids) and _counts_up(where)
+    if frame is not None:  # already a manifest frame: no conversion
+        return frame.reset_index(drop=True) if in_place else to_frame(frame.take(where))
+    return from_arrow(rows if in_place else rows.take(where))
+
+
+def _counts_up(positions: pa.Array) -> bool:
+    return bool((positions.to_numpy() == np.arange(len(positions))).all())
+
+
+class RowBuffer:
+    """Rows kept compactly as they come: Arrow batches, not one Python object per row.
+
+    A run over 100,000 new ids keeps every finished row until it returns them;
+    as dicts they would cost a few kilobytes each.
+    """
+
+    def __init__(self, batch_rows: int = 4096) -> None:
+        self.batch_rows = batch_rows
+        self._pending: list[Row] = []
+        self._tables: list[pa.Table] = []
+
+    def add(self, row: Row) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.batch_rows:
+            self._tables.append(to_arrow(self._pending))
+            self._pending = []
+
+    def table(self) -> pa.Table:
+        """Every row added, in order, as one table of :data:`SCHEMA`."""
+        tables = [*self._tables, to_arrow(self._pending)]
+        return pa.concat_tables(tables)

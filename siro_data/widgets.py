@@ -1,8 +1,9 @@
 """The notebook's control panel for :func:`siro_data.fetch_all`: progress, errors, a Stop button.
 
 :class:`Panel` is a :class:`siro_data.progress.Reporter` made of ipywidgets.
-``fetch_all(..., progress=True)`` uses it inside a Jupyter kernel; pass
-``progress=Panel()`` to choose it explicitly.
+``fetch_all`` uses it inside a Jupyter kernel (``progress="auto"``, the
+default); pass ``progress=Panel()`` to choose it explicitly. When the run is
+over it leaves its record, a plain text and HTML summary, in the widget's place.
 
 While ``fetch_all`` runs, the notebook cell is busy and the kernel reads no
 message from the browser, the Stop button's click included, until the cell

@@ -1,16 +1,21 @@
-"""Shared fixtures: a fresh emulator per test, and the folders a run writes to."""
+"""Shared fixtures: a fresh emulator per test, the folders a run writes to, another origin.
+
+The emulator serves the ``recordings`` fixture: a module that needs other recordings overrides
+``recordings``; a test that needs a second set (or an Emulator subclass) asks ``start_emulator``.
+Plain helpers (the token, fast retries, ``fetch``...) are in ``support.py``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import TOKEN, RecordingHandler, serve
 
 from siro_data.emulator import Emulator, Recording, sample_recordings
-
-#: Long enough to be redacted (shorter strings are not real tokens), unmistakable in output.
-TOKEN = "tok-SENTINEL-3f9a1c77e2"
 
 
 @pytest.fixture
@@ -20,9 +25,32 @@ def recordings() -> dict[str, Recording]:
 
 
 @pytest.fixture
-def emulator(recordings: dict[str, Recording]) -> Iterator[Emulator]:
-    with Emulator(recordings=dict(recordings), token=TOKEN) as emu:
-        yield emu
+def start_emulator() -> Iterator[Callable[..., Emulator]]:
+    """``start_emulator(recordings, emulator_class=Emulator)``: a running emulator accepting TOKEN.
+
+    Each one is stopped when the test ends.
+    """
+    with contextlib.ExitStack() as running:
+
+        def start(
+            recordings: Mapping[str, Recording] | Iterable[Recording],
+            emulator_class: type[Emulator] = Emulator,
+        ) -> Emulator:
+            return running.enter_context(emulator_class(recordings=recordings, token=TOKEN))
+
+        yield start
+
+
+@pytest.fixture
+def emulator(start_emulator: Callable[..., Emulator], recordings) -> Emulator:
+    """A fresh emulator serving ``recordings`` and accepting TOKEN."""
+    return start_emulator(recordings)
+
+
+@pytest.fixture
+def rid(recordings: Mapping[str, Recording]) -> str:
+    """The id of the first recording the emulator serves."""
+    return next(iter(recordings))
 
 
 @pytest.fixture
@@ -33,3 +61,10 @@ def out_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def manifest_path(tmp_path: Path) -> Path:
     return tmp_path / "manifest.parquet"
+
+
+@pytest.fixture
+def other_origin() -> Iterator[ThreadingHTTPServer]:
+    """Another origin on 127.0.0.1; ``other_origin.seen`` lists every request it received."""
+    with serve(RecordingHandler) as server:
+        yield server

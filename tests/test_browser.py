@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import free_port
 
 from siro_data.emulator import Emulator, sample_recordings
 
@@ -121,12 +121,6 @@ class Lab:
     def shut_kernels_down(self) -> None:
         for kernel in self.api("GET", "/api/kernels").json():
             self.api("DELETE", f"/api/kernels/{kernel['id']}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

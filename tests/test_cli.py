@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
+from support import TOKEN
 
 from siro_data import read_manifest
 from siro_data.emulator import sample_recordings

@@ -14,21 +14,20 @@ Not in the spec, hence not checked here: 429 (Siro's rate limit, known from its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 import schemathesis
-from conftest import TOKEN
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from support import TOKEN
 
-from siro_data.emulator import Emulator, Faults, sample_recordings
+from siro_data.emulator import Emulator, Recording, sample_recordings
+from siro_data.sessions import TOKEN_HEADER
 
 SPEC = Path(__file__).parent / "specs" / "signed-url-openapi.yaml"
-TOKEN_HEADER = "x-siro-auth-token"
 PATH = "/v1/core/recordings/{id}/signedUrl"
 BAD_TOKENS = {
     "wrong": "tok-WRONG-0000000000",
@@ -43,32 +42,23 @@ schema = schemathesis.openapi.from_path(SPEC)
 operation = schema[PATH]["POST"]
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(recordings=sample_recordings(n=3), token=TOKEN) as emulator:
-        yield emulator
-
-
 @pytest.fixture
-def fresh(emu: Emulator) -> Iterator[Emulator]:
-    """The module's emulator, its faults cleared before and after the test."""
-    emu.faults = Faults()
-    yield emu
-    emu.faults = Faults()
+def recordings() -> dict[str, Recording]:
+    return sample_recordings(n=3)
 
 
 @schema.parametrize()
 @EXAMPLES
-def test_generated_requests_with_the_token_get_documented_answers(case, fresh):
-    case.call_and_validate(base_url=fresh.api_url, headers={TOKEN_HEADER: TOKEN}, timeout=5)
+def test_generated_requests_with_the_token_get_documented_answers(case, emulator):
+    case.call_and_validate(base_url=emulator.api_url, headers={TOKEN_HEADER: TOKEN}, timeout=5)
 
 
 @schema.parametrize()
 @EXAMPLES
 @pytest.mark.parametrize("bad", sorted(BAD_TOKENS))
-def test_generated_requests_with_a_bad_token_get_documented_answers(case, fresh, bad):
+def test_generated_requests_with_a_bad_token_get_documented_answers(case, emulator, bad):
     response = case.call_and_validate(
-        base_url=fresh.api_url, headers={TOKEN_HEADER: BAD_TOKENS[bad]}, timeout=5
+        base_url=emulator.api_url, headers={TOKEN_HEADER: BAD_TOKENS[bad]}, timeout=5
     )
     if response.request.method == "POST":
         assert response.status_code == 401
@@ -89,62 +79,62 @@ def call(emu: Emulator, rec_id: str, token: str = TOKEN):
 
 
 @pytest.mark.parametrize("unit", ["ms", "s"])
-def test_known_recordings_get_a_documented_signed_url(fresh, unit):
-    fresh.faults.expiration_unit = unit
-    for rec_id in fresh.recordings:
-        response = call(fresh, rec_id)
+def test_known_recordings_get_a_documented_signed_url(emulator, unit):
+    emulator.faults.expiration_unit = unit
+    for rec_id in emulator.recordings:
+        response = call(emulator, rec_id)
         assert response.status_code == 200
         data = response.json()["data"]
         assert data["error"] is False
-        assert data["url"].startswith(fresh.storage_url)
+        assert data["url"].startswith(emulator.storage_url)
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 500])
-def test_each_documented_error_status_has_its_documented_body(fresh, status):
-    rec_id = next(iter(fresh.recordings))
-    fresh.faults.api_status[rec_id] = status
-    assert call(fresh, rec_id).status_code == status
-    fresh.faults.api_status.clear()
-    fresh.faults.transient[rec_id] = [status]
-    assert call(fresh, rec_id).status_code == status
-    assert call(fresh, rec_id).status_code == 200
+def test_each_documented_error_status_has_its_documented_body(emulator, status):
+    rec_id = next(iter(emulator.recordings))
+    emulator.faults.api_status[rec_id] = status
+    assert call(emulator, rec_id).status_code == status
+    emulator.faults.api_status.clear()
+    emulator.faults.transient[rec_id] = [status]
+    assert call(emulator, rec_id).status_code == status
+    assert call(emulator, rec_id).status_code == 200
 
 
 @pytest.mark.parametrize("token", sorted(BAD_TOKENS))
-def test_known_recordings_with_a_bad_token_get_a_documented_401(fresh, token):
-    rec_id = next(iter(fresh.recordings))
-    assert call(fresh, rec_id, BAD_TOKENS[token]).status_code == 401
+def test_known_recordings_with_a_bad_token_get_a_documented_401(emulator, token):
+    rec_id = next(iter(emulator.recordings))
+    assert call(emulator, rec_id, BAD_TOKENS[token]).status_code == 401
 
 
-def test_a_missing_token_gets_a_documented_401(fresh):
-    rec_id = next(iter(fresh.recordings))
+def test_a_missing_token_gets_a_documented_401(emulator):
+    rec_id = next(iter(emulator.recordings))
     case = operation.Case(path_parameters={"id": rec_id})
-    response = case.call_and_validate(base_url=fresh.api_url, timeout=5)
+    response = case.call_and_validate(base_url=emulator.api_url, timeout=5)
     assert response.status_code == 401
 
 
-def test_an_empty_id_gets_the_documented_zod_error(fresh):
+def test_an_empty_id_gets_the_documented_zod_error(emulator):
     # schemathesis would drop the empty segment from the URL: sent as is with requests.
-    url = f"{fresh.api_url}/v1/core/recordings//signedUrl"
+    url = f"{emulator.api_url}/v1/core/recordings//signedUrl"
     response = requests.post(url, headers={TOKEN_HEADER: TOKEN}, timeout=5)
     operation.Case(path_parameters={"id": ""}).validate_response(response)
     assert response.status_code == 422
     assert response.json()["name"] == "ZodError"
 
 
-def test_error_payloads_and_a_200_without_url_are_documented(fresh):
-    first, second = list(fresh.recordings)[:2]
-    fresh.faults.api_error_payload.add(first)
-    fresh.faults.api_malformed[second] = "no_url"  # the spec requires only data.error
-    payload = call(fresh, first).json()["data"]
+def test_error_payloads_and_a_200_without_url_are_documented(emulator):
+    first, second = list(emulator.recordings)[:2]
+    emulator.faults.api_error_payload.add(first)
+    emulator.faults.api_malformed[second] = "no_url"  # the spec requires only data.error
+    payload = call(emulator, first).json()["data"]
     assert payload["error"] is True and payload["errorMessage"]
-    assert call(fresh, second).json()["data"] == {"error": False}
+    assert call(emulator, second).json()["data"] == {"error": False}
 
 
 @pytest.mark.parametrize("kind", ["html", "not_json"])
-def test_the_check_is_not_blind_a_malformed_200_breaks_the_spec(fresh, kind):
+def test_the_check_is_not_blind_a_malformed_200_breaks_the_spec(emulator, kind):
     """The deliberately broken answers fail validation: the checks above do look at bodies."""
-    rec_id = next(iter(fresh.recordings))
-    fresh.faults.api_malformed[rec_id] = kind
+    rec_id = next(iter(emulator.recordings))
+    emulator.faults.api_malformed[rec_id] = kind
     with pytest.raises(FailureGroup):
-        call(fresh, rec_id)
+        call(emulator, rec_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import signal
 import threading
@@ -16,13 +15,12 @@ import dask.dataframe as dd
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import TOKEN
 from distributed import Client, LocalCluster
+from support import TOKEN, assert_identical, fetch
 
-import siro_data
 import siro_data.dask
 from siro_data.dask import ClusterPacer
-from siro_data.emulator import Emulator, make_recording, sample_recordings
+from siro_data.emulator import Recording, make_recording, sample_recordings
 from siro_data.manifest import read_manifest
 from siro_data.rows import COLUMNS, SCHEMA
 
@@ -55,36 +53,30 @@ def four_workers() -> Iterator[Client]:
 
 
 @pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(recordings=sample_recordings(n=8), token=TOKEN) as emulator:
-        yield emulator
+def recordings() -> dict[str, Recording]:
+    return sample_recordings(n=8)
+
+
+@pytest.fixture
+def manifest_path(tmp_path: Path) -> Path:
+    """On a cluster the manifest is a folder."""
+    return tmp_path / "manifest"
 
 
 def ids_frame(ids: list[str], partitions: int) -> dd.DataFrame:
     return dd.from_pandas(pd.DataFrame({"recording_id": ids}), npartitions=partitions, sort=False)
 
 
-def fetch(emu: Emulator, ddf, tmp_path: Path, **options) -> pd.DataFrame:
-    options = {"token": TOKEN, "api_url": emu.api_url, "workers": 2, **options}
-    return siro_data.fetch_all(
-        ddf, out_dir=tmp_path / "audio", manifest_path=tmp_path / "manifest", **options
-    )
-
-
-def assert_identical(manifest: pd.DataFrame, emu: Emulator) -> None:
-    for row in manifest.itertuples():
-        digest = hashlib.sha256(Path(row.path).read_bytes()).hexdigest()
-        assert digest == emu.recordings[row.recording_id].sha256 == row.sha256
-
-
-def test_partitions_run_on_the_workers_and_the_folder_reads_as_one_manifest(cluster, emu, tmp_path):
-    ids = list(emu.recordings)
-    manifest = fetch(emu, ids_frame(ids, 3), tmp_path)
+def test_partitions_run_on_the_workers_and_the_folder_reads_as_one_manifest(
+    cluster, emulator, out_dir, manifest_path
+):
+    ids = list(emulator.recordings)
+    manifest = fetch(emulator, ids_frame(ids, 3), out_dir, manifest_path, workers=2)
 
     assert list(manifest["recording_id"]) == ids
     assert manifest["error"].isna().all(), manifest["error"]
-    assert_identical(manifest, emu)
-    folder = tmp_path / "manifest"
+    assert_identical(manifest, emulator)
+    folder = manifest_path
     assert sorted(p.name for p in folder.glob("*.parquet")) == [
         "part-00000.parquet",
         "part-00001.parquet",
@@ -102,28 +94,33 @@ def test_partitions_run_on_the_workers_and_the_folder_reads_as_one_manifest(clus
     assert os.getpid() not in workers.values()
 
 
-def test_a_rerun_skips_complete_rows_on_every_worker(cluster, emu, tmp_path):
-    ids = list(emu.recordings)
-    fetch(emu, ids_frame(ids, 3), tmp_path)
-    emu.stats.reset()
+def test_a_rerun_skips_complete_rows_on_every_worker(cluster, emulator, out_dir, manifest_path):
+    ids = list(emulator.recordings)
+    fetch(emulator, ids_frame(ids, 3), out_dir, manifest_path, workers=2)
+    emulator.stats.reset()
 
-    again = fetch(emu, ids_frame(ids, 2), tmp_path)  # partitioned differently, even
+    # Partitioned differently, even.
+    again = fetch(emulator, ids_frame(ids, 2), out_dir, manifest_path, workers=2)
 
     assert again["error"].isna().all()
-    assert emu.stats.api_requests == 0
-    assert emu.stats.total_bytes_served == 0
+    assert emulator.stats.api_requests == 0
+    assert emulator.stats.total_bytes_served == 0
 
 
-def test_the_rate_limit_is_global_no_429_with_four_workers(four_workers, tmp_path):
+def test_the_rate_limit_is_global_no_429_with_four_workers(
+    four_workers, start_emulator, out_dir, manifest_path
+):
     """The emulator allows 25 calls per 5 s (300 a minute); 4 workers share 270 a minute.
 
     (10% below the limit: on a window of 5 s, a request delayed by a busy machine may land
     beside the next one; Siro's window is a minute, where the default 1% is enough.)
     """
     recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
-    with Emulator(recordings=recordings, token=TOKEN) as emu, four_workers.as_current():
+    emu = start_emulator(recordings)
+    with four_workers.as_current():
         emu.faults.rate_limit, emu.faults.rate_window = 25, 5.0
-        manifest = fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=270)
+        ids = ids_frame(list(recordings), 4)
+        manifest = fetch(emu, ids, out_dir, manifest_path, workers=2, requests_per_minute=270)
 
         assert manifest["error"].isna().all(), manifest["error"].dropna().head()
         assert emu.stats.rate_limited == 0
@@ -135,7 +132,7 @@ def test_the_rate_limit_is_global_no_429_with_four_workers(four_workers, tmp_pat
 
 
 def test_without_the_shared_schedule_the_same_job_provokes_429s(
-    four_workers, tmp_path, monkeypatch
+    four_workers, start_emulator, out_dir, manifest_path, monkeypatch
 ):
     """The control: each partition with a schedule of its own exceeds the budget."""
     recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
@@ -148,22 +145,28 @@ def test_without_the_shared_schedule_the_same_job_provokes_429s(
         ]
 
     monkeypatch.setattr(siro_data.dask, "partition_tasks", one_schedule_per_partition)
-    with Emulator(recordings=recordings, token=TOKEN) as emu, four_workers.as_current():
+    emu = start_emulator(recordings)
+    with four_workers.as_current():
         emu.faults.rate_limit, emu.faults.rate_window = 25, 5.0
-        fetch(emu, ids_frame(list(recordings), 4), tmp_path, requests_per_minute=270)
+        ids = ids_frame(list(recordings), 4)
+        fetch(emu, ids, out_dir, manifest_path, workers=2, requests_per_minute=270)
         assert emu.stats.rate_limited > 0
 
 
-def test_a_killed_worker_loses_only_its_chunks_in_flight(cluster, emu, tmp_path):
-    emu.faults.bandwidth = 60_000  # seconds per file: the kill lands mid-download
-    ids = list(emu.recordings)
+def test_a_killed_worker_loses_only_its_chunks_in_flight(
+    cluster, emulator, tmp_path, out_dir, manifest_path
+):
+    emulator.faults.bandwidth = 60_000  # seconds per file: the kill lands mid-download
+    ids = list(emulator.recordings)
     result: dict[str, pd.DataFrame] = {}
     runner = threading.Thread(
-        target=lambda: result.update(manifest=fetch(emu, ids_frame(ids, 4), tmp_path))
+        target=lambda: result.update(
+            manifest=fetch(emulator, ids_frame(ids, 4), out_dir, manifest_path, workers=2)
+        )
     )
     runner.start()
     deadline = time.monotonic() + 60
-    while emu.stats.total_bytes_served < 100_000:
+    while emulator.stats.total_bytes_served < 100_000:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.kill(next(iter(cluster.run(os.getpid).values())), signal.SIGKILL)  # its nanny restarts it
@@ -172,24 +175,28 @@ def test_a_killed_worker_loses_only_its_chunks_in_flight(cluster, emu, tmp_path)
 
     manifest = result["manifest"]
     assert manifest["error"].isna().all(), manifest["error"]
-    assert_identical(manifest, emu)
-    saved = read_manifest(tmp_path / "manifest")
+    assert_identical(manifest, emulator)
+    saved = read_manifest(manifest_path)
     assert saved["recording_id"].is_unique and sorted(saved["recording_id"]) == sorted(ids)
     leftovers = [p for p in tmp_path.rglob("*") if p.suffix in (".part", ".tmp")]
     assert leftovers == []
-    total = sum(recording.size for recording in emu.recordings.values())
-    assert emu.stats.total_bytes_served <= 1.25 * total  # the killed partials were resumed
+    total = sum(recording.size for recording in emulator.recordings.values())
+    assert emulator.stats.total_bytes_served <= 1.25 * total  # the killed partials were resumed
     cluster.wait_for_workers(2, timeout=60)
 
 
-def test_a_token_function_works_on_the_workers_and_no_secret_shows(cluster, emu, tmp_path):
-    ids = list(emu.recordings)[:4]
-    manifest = fetch(emu, ids_frame(ids, 2), tmp_path, token=lambda: TOKEN)
+def test_a_token_function_works_on_the_workers_and_no_secret_shows(
+    cluster, emulator, tmp_path, out_dir, manifest_path
+):
+    ids = list(emulator.recordings)[:4]
+    manifest = fetch(
+        emulator, ids_frame(ids, 2), out_dir, manifest_path, workers=2, token=lambda: TOKEN
+    )
     assert manifest["error"].isna().all()
 
     job = siro_data.dask._Job(
         token=siro_data.dask.Secret(TOKEN),
-        api_url=emu.api_url,
+        api_url=emulator.api_url,
         out_dir=tmp_path,
         manifest_dir=tmp_path,
         pacer=None,
@@ -205,8 +212,9 @@ def test_a_token_function_works_on_the_workers_and_no_secret_shows(cluster, emu,
     assert TOKEN not in " ".join(shown) + repr(logs)
 
 
-def test_bad_settings_fail_before_any_task(emu, tmp_path):
+def test_bad_settings_fail_before_any_task(emulator, out_dir, manifest_path):
     for bad in ({"convert_to": "mp3"}, {"workers": 0}):
         with pytest.raises(ValueError, match="must be"):
-            fetch(emu, ids_frame(list(emu.recordings), 2), tmp_path, **bad)
-    assert emu.stats.api_requests == 0
+            ids = ids_frame(list(emulator.recordings), 2)
+            fetch(emulator, ids, out_dir, manifest_path, **{"workers": 2, **bad})
+    assert emulator.stats.api_requests == 0

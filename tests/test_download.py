@@ -6,10 +6,7 @@ URLs come from a real SiroClient; faults are switched on in the emulator, never 
 
 from __future__ import annotations
 
-import hashlib
 import http.server
-import socket
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -18,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 import pytest
+from support import FAST_RETRIES, TOKEN, free_port, serve, sha256
 
 from siro_data import (
     Download,
@@ -30,10 +28,8 @@ from siro_data import (
 )
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Recording, make_recording
-from siro_data.sessions import make_session, retry_policy
+from siro_data.sessions import TOKEN_HEADER, make_session
 
-TOKEN = "tok-abcdefgh-1234"
-TOKEN_HEADER = "x-siro-auth-token"
 MiB = 1 << 20
 
 
@@ -60,29 +56,30 @@ def big() -> Recording:
 
 
 @pytest.fixture
-def emu(m4a: Recording, wav: Recording, big: Recording) -> Iterator[Emulator]:
-    with Emulator(recordings=[m4a, wav, big], token=TOKEN) as emulator:
-        yield emulator
-        # Whatever the test did, the storage origin never received the Siro token.
-        for headers in emulator.stats.storage_headers:
-            assert TOKEN_HEADER not in headers
-            assert TOKEN not in " ".join(headers.values())
+def recordings(m4a: Recording, wav: Recording, big: Recording) -> dict[str, Recording]:
+    return {rec.id: rec for rec in (m4a, wav, big)}
 
 
 @pytest.fixture
-def client(emu: Emulator) -> Iterator[SiroClient]:
-    with SiroClient(TOKEN, emu.api_url, requests_per_minute=60_000) as c:
+def emulator(emulator: Emulator) -> Iterator[Emulator]:
+    """The shared emulator, checked on teardown."""
+    yield emulator
+    # Whatever the test did, the storage origin never received the Siro token.
+    for headers in emulator.stats.storage_headers:
+        assert TOKEN_HEADER not in headers
+        assert TOKEN not in " ".join(headers.values())
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterator[SiroClient]:
+    with SiroClient(TOKEN, emulator.api_url, requests_per_minute=60_000) as c:
         yield c
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def assert_complete(result: Download, target: Path, rec: Recording) -> None:
     """The final file is byte-identical to the recording and nothing is left beside it."""
     data = target.read_bytes()
-    assert sha256(data) == rec.sha256
+    assert sha256(target) == rec.sha256
     assert result.sha256 == rec.sha256
     assert result.path == target
     assert result.size == rec.size == len(data)
@@ -101,7 +98,11 @@ def no_secret(text: str, url: str) -> None:
 
 @pytest.mark.parametrize("name", ["m4a", "wav", "big"])
 def test_plain_download(
-    emu: Emulator, client: SiroClient, tmp_path: Path, request: pytest.FixtureRequest, name: str
+    emulator: Emulator,
+    client: SiroClient,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    name: str,
 ) -> None:
     """One request, every byte once, identical file, its content type, no partial left."""
     rec: Recording = request.getfixturevalue(name)
@@ -111,9 +112,9 @@ def test_plain_download(
     assert result.content_type == rec.content_type
     assert result.resumed_from == 0
     assert result.verified is None
-    assert emu.stats.storage_requests[rec.id] == 1
-    assert emu.stats.bytes_served[rec.id] == rec.size
-    headers = emu.stats.storage_headers[0]
+    assert emulator.stats.storage_requests[rec.id] == 1
+    assert emulator.stats.bytes_served[rec.id] == rec.size
+    headers = emulator.stats.storage_headers[0]
     assert headers["range"] == "bytes=0-"  # asked from 0: the 206 states the true size
     assert headers["accept-encoding"] == "identity"
 
@@ -130,7 +131,7 @@ def test_partial_path_examples() -> None:
 
 
 def test_resume_from_an_existing_partial(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """A partial of N bytes is continued with Range: bytes=N-; only the rest is served."""
     n = 100_000
@@ -139,35 +140,35 @@ def test_resume_from_an_existing_partial(
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
     assert result.resumed_from == n
-    assert [h.get("range") for h in emu.stats.storage_headers] == [f"bytes={n}-"]
-    assert emu.stats.bytes_served[wav.id] == wav.size - n
+    assert [h.get("range") for h in emulator.stats.storage_headers] == [f"bytes={n}-"]
+    assert emulator.stats.bytes_served[wav.id] == wav.size - n
 
 
 @pytest.mark.parametrize("times", [1, 3])
 def test_cut_mid_body_resumes(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path, times: int
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path, times: int
 ) -> None:
     """A connection cut after N bytes (once or thrice) is resumed from what arrived."""
     cut = 50_000  # each answer is cut after 50 kB of its body: at 50k, 100k, 150k
-    emu.faults.cut_after[wav.id] = cut
-    emu.faults.cut_times[wav.id] = times
+    emulator.faults.cut_after[wav.id] = cut
+    emulator.faults.cut_times[wav.id] = times
     target = tmp_path / "rec.wav"
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
-    assert wav.id not in emu.faults.cut_after  # every cut happened
-    assert emu.stats.storage_requests[wav.id] == times + 1
-    assert emu.stats.bytes_served[wav.id] <= 1.1 * wav.size
-    ranges = [h.get("range") for h in emu.stats.storage_headers]
+    assert wav.id not in emulator.faults.cut_after  # every cut happened
+    assert emulator.stats.storage_requests[wav.id] == times + 1
+    assert emulator.stats.bytes_served[wav.id] <= 1.1 * wav.size
+    ranges = [h.get("range") for h in emulator.stats.storage_headers]
     assert ranges == [f"bytes={cut * k}-" for k in range(times + 1)]
 
 
 def test_stall_mid_body_resumes_quickly(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """A storage that stalls mid-body costs one read timeout, then the rest is resumed."""
     stall = 100_000
-    emu.faults.stall_after[wav.id] = stall
-    emu.faults.stall_seconds = 5
+    emulator.faults.stall_after[wav.id] = stall
+    emulator.faults.stall_seconds = 5
     target = tmp_path / "rec.wav"
     url = client.sign(wav.id).url
     started = time.monotonic()
@@ -175,26 +176,29 @@ def test_stall_mid_body_resumes_quickly(
     elapsed = time.monotonic() - started
     assert_complete(result, target, wav)
     assert elapsed < 4
-    assert [h.get("range") for h in emu.stats.storage_headers] == ["bytes=0-", f"bytes={stall}-"]
-    assert emu.stats.bytes_served[wav.id] <= 1.1 * wav.size
+    assert [h.get("range") for h in emulator.stats.storage_headers] == [
+        "bytes=0-",
+        f"bytes={stall}-",
+    ]
+    assert emulator.stats.bytes_served[wav.id] <= 1.1 * wav.size
 
 
 def test_storage_ignoring_range_starts_over(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """A 200 with the whole body to a Range request replaces the partial, never appends to it."""
-    emu.faults.ignore_range = True
+    emulator.faults.ignore_range = True
     target = tmp_path / "rec.wav"
     partial_path(target).write_bytes(wav.data[:100_000])
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
-    assert emu.stats.storage_headers[0]["range"] == "bytes=100000-"
-    assert emu.stats.storage_requests[wav.id] == 1
-    assert emu.stats.bytes_served[wav.id] == wav.size
+    assert emulator.stats.storage_headers[0]["range"] == "bytes=100000-"
+    assert emulator.stats.storage_requests[wav.id] == 1
+    assert emulator.stats.bytes_served[wav.id] == wav.size
 
 
 def test_complete_partial_gets_416_and_is_accepted(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """A partial already holding the whole file: one 416, no body byte served, file in place."""
     target = tmp_path / "rec.wav"
@@ -202,38 +206,38 @@ def test_complete_partial_gets_416_and_is_accepted(
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
     assert result.resumed_from == wav.size
-    assert emu.stats.storage_requests[wav.id] == 1
-    assert emu.stats.bytes_served[wav.id] == 0
+    assert emulator.stats.storage_requests[wav.id] == 1
+    assert emulator.stats.bytes_served[wav.id] == 0
     assert result.content_type is None  # unknown: never the 416 error page's XML type
 
 
 def test_partial_longer_than_the_file_restarts(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """A partial longer than the object (416) is discarded and the file fetched afresh."""
     target = tmp_path / "rec.wav"
     partial_path(target).write_bytes(wav.data + b"garbage" * 100)
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
-    assert [h.get("range") for h in emu.stats.storage_headers] == [
+    assert [h.get("range") for h in emulator.stats.storage_headers] == [
         f"bytes={wav.size + 700}-",
         "bytes=0-",
     ]
-    assert emu.stats.bytes_served[wav.id] == wav.size
+    assert emulator.stats.bytes_served[wav.id] == wav.size
 
 
 # --- lying Content-Length ------------------------------------------------------------------------
 
 
 def test_short_content_length_is_not_accepted_as_complete(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """Content-Length 1000 bytes short: the result must be the real file, or an error.
 
     A truncated file under the final name, with a Download claiming success, is the one
     outcome that must not happen (its sha256 would describe the wrong bytes).
     """
-    emu.faults.content_length_delta[wav.id] = -1000
+    emulator.faults.content_length_delta[wav.id] = -1000
     target = tmp_path / "rec.wav"
     try:
         result = download(client.sign(wav.id).url, target)
@@ -245,10 +249,10 @@ def test_short_content_length_is_not_accepted_as_complete(
 
 
 def test_long_content_length_ends_identical_or_fails_cleanly(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """Content-Length 1000 bytes too long (body then cut): identical file, or DownloadError."""
-    emu.faults.content_length_delta[wav.id] = 1000
+    emulator.faults.content_length_delta[wav.id] = 1000
     target = tmp_path / "rec.wav"
     try:
         result = download(client.sign(wav.id).url, target)
@@ -265,14 +269,14 @@ def test_long_content_length_ends_identical_or_fails_cleanly(
     ("status", "code"), [(400, "ExpiredToken"), (403, "AccessDenied")], ids=["gcs", "s3"]
 )
 def test_expired_url_keeps_partial_and_resumes_with_a_new_one(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path, status: int, code: str
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path, status: int, code: str
 ) -> None:
     """An expired URL: ExpiredURLError (no secret in it), partial kept; a new URL continues it."""
     n = 50_000
     target = tmp_path / "rec.wav"
     partial_path(target).write_bytes(wav.data[:n])
-    emu.faults.url_ttl = 0  # signed already expired
-    emu.faults.expired_status = status  # type: ignore[assignment]
+    emulator.faults.url_ttl = 0  # signed already expired
+    emulator.faults.expired_status = status  # type: ignore[assignment]
     url = client.sign(wav.id).url
     with pytest.raises(ExpiredURLError) as info:
         download(url, target)
@@ -284,21 +288,21 @@ def test_expired_url_keeps_partial_and_resumes_with_a_new_one(
     no_secret(str(exc), url)
     assert partial_path(target).read_bytes() == wav.data[:n]
     assert not target.exists()
-    assert emu.stats.bytes_served[wav.id] == 0
+    assert emulator.stats.bytes_served[wav.id] == 0
 
-    emu.faults.url_ttl = 900
+    emulator.faults.url_ttl = 900
     result = download(client.sign(wav.id).url, target)
     assert_complete(result, target, wav)
     assert result.resumed_from == n
-    assert [h.get("range") for h in emu.stats.storage_headers] == [f"bytes={n}-"] * 2
-    assert emu.stats.bytes_served[wav.id] == wav.size - n
+    assert [h.get("range") for h in emulator.stats.storage_headers] == [f"bytes={n}-"] * 2
+    assert emulator.stats.bytes_served[wav.id] == wav.size - n
 
 
 def test_html_instead_of_audio(
-    emu: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
 ) -> None:
     """A 200 text/html page is NotAudioError, and nothing is written."""
-    emu.faults.storage_html.add(m4a.id)
+    emulator.faults.storage_html.add(m4a.id)
     target = tmp_path / "rec.m4a"
     url = client.sign(m4a.id).url
     with pytest.raises(NotAudioError) as info:
@@ -311,24 +315,24 @@ def test_html_instead_of_audio(
 
 
 def test_storage_transient_503_is_retried(
-    emu: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
 ) -> None:
     """One 503 from the storage is retried transparently."""
-    emu.faults.storage_transient[m4a.id] = [503]
+    emulator.faults.storage_transient[m4a.id] = [503]
     target = tmp_path / "rec.m4a"
     result = download(client.sign(m4a.id).url, target)
     assert_complete(result, target, m4a)
-    assert emu.stats.storage_requests[m4a.id] == 2
-    assert emu.stats.bytes_served[m4a.id] == m4a.size
+    assert emulator.stats.storage_requests[m4a.id] == 2
+    assert emulator.stats.bytes_served[m4a.id] == m4a.size
 
 
 def test_error_messages_never_carry_the_signature(
-    emu: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
 ) -> None:
     """Bad signature, persistent 500, no progress, refused connection: no URL secret in messages."""
     url = client.sign(m4a.id).url
     target = tmp_path / "rec.m4a"
-    session = make_session(retry_policy(backoff=0.0))
+    session = make_session(FAST_RETRIES)
     errors: list[DownloadError] = []
 
     parts = urlsplit(url)
@@ -341,26 +345,23 @@ def test_error_messages_never_carry_the_signature(
     assert str(info.value) == "download 403: SignatureDoesNotMatch: Access denied."
     errors.append(info.value)
 
-    emu.faults.storage_transient[m4a.id] = [500] * 10
+    emulator.faults.storage_transient[m4a.id] = [500] * 10
     with pytest.raises(DownloadError) as info:
         download(url, target, session=session)
     assert info.value.status == 500
-    assert emu.stats.storage_requests[m4a.id] == 1 + 6  # the tampered one, then 1 + 5 retries
+    assert emulator.stats.storage_requests[m4a.id] == 1 + 6  # the tampered one, then 1 + 5 retries
     errors.append(info.value)
-    emu.faults.storage_transient.clear()
+    emulator.faults.storage_transient.clear()
 
-    emu.faults.cut_after[m4a.id] = 0  # every answer cut before its first body byte
-    emu.faults.cut_times[m4a.id] = 10
+    emulator.faults.cut_after[m4a.id] = 0  # every answer cut before its first body byte
+    emulator.faults.cut_times[m4a.id] = 10
     with pytest.raises(DownloadError) as info:
         download(url, target, session=session, max_stalls=2)
     assert str(info.value).startswith("download: gave up after 2 attempts without progress: ")
-    assert emu.faults.cut_times[m4a.id] == 10 - 3  # 1 + max_stalls attempts
+    assert emulator.faults.cut_times[m4a.id] == 10 - 3  # 1 + max_stalls attempts
     errors.append(info.value)
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    dead = urlunsplit(parts._replace(netloc=f"127.0.0.1:{closed_port}"))
+    dead = urlunsplit(parts._replace(netloc=f"127.0.0.1:{free_port()}"))
     with pytest.raises(DownloadError) as info:
         download(dead, target, session=session)
     assert info.value.status is None
@@ -379,13 +380,13 @@ def test_error_messages_never_carry_the_signature(
 
 
 def test_verify_result_is_kept(
-    emu: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
 ) -> None:
     """verify sees the complete partial before the rename; its return value is Download.verified."""
     seen: list[tuple[Path, str]] = []
 
     def verify(path: Path) -> tuple[str, int]:
-        seen.append((path, sha256(path.read_bytes())))
+        seen.append((path, sha256(path)))
         return ("checked", path.stat().st_size)
 
     target = tmp_path / "rec.m4a"
@@ -396,7 +397,7 @@ def test_verify_result_is_kept(
 
 
 def test_verify_rejecting_removes_everything(
-    emu: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, m4a: Recording, tmp_path: Path
 ) -> None:
     """A verify that raises: its error propagates, no final file and no partial remain."""
     problem = ValueError("not a decodable audio file")
@@ -413,7 +414,7 @@ def test_verify_rejecting_removes_everything(
 
 
 def test_on_bytes_raising_keeps_what_was_written(
-    emu: Emulator, client: SiroClient, big: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, big: Recording, tmp_path: Path
 ) -> None:
     """A progress callback that raises (cancellation) stops the download, keeping the partial."""
     reported: list[int] = []
@@ -437,7 +438,7 @@ def test_on_bytes_raising_keeps_what_was_written(
 
 
 def test_on_bytes_sums_to_the_size(
-    emu: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, wav: Recording, tmp_path: Path
 ) -> None:
     """Progress reports add up to exactly the bytes downloaded (resumed bytes excluded)."""
     target = tmp_path / "rec.wav"
@@ -452,20 +453,20 @@ def test_on_bytes_sums_to_the_size(
 
 
 def test_storage_never_receives_the_token(
-    emu: Emulator, client: SiroClient, m4a: Recording, wav: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, m4a: Recording, wav: Recording, tmp_path: Path
 ) -> None:
     """The token goes to the API only: the storage's requests never carry it."""
-    emu.faults.cut_after[wav.id] = 50_000
+    emulator.faults.cut_after[wav.id] = 50_000
     for rec in (m4a, wav):
         download(client.sign(rec.id).url, tmp_path / f"{rec.id}.{rec.extension}")
-    assert len(emu.stats.storage_headers) == 3
-    assert all(TOKEN_HEADER not in headers for headers in emu.stats.storage_headers)
-    assert all(h["user-agent"].startswith("siro-data/") for h in emu.stats.storage_headers)
-    assert all(h[TOKEN_HEADER] == TOKEN for h in emu.stats.api_headers)
+    assert len(emulator.stats.storage_headers) == 3
+    assert all(TOKEN_HEADER not in headers for headers in emulator.stats.storage_headers)
+    assert all(h["user-agent"].startswith("siro-data/") for h in emulator.stats.storage_headers)
+    assert all(h[TOKEN_HEADER] == TOKEN for h in emulator.stats.api_headers)
 
 
 def test_download_streams_in_bounded_memory(
-    emu: Emulator, client: SiroClient, big: Recording, tmp_path: Path
+    emulator: Emulator, client: SiroClient, big: Recording, tmp_path: Path
 ) -> None:
     """An 8 MiB file is streamed to disk: peak traced memory stays far below its size."""
     url = client.sign(big.id).url
@@ -497,14 +498,8 @@ def test_206_without_content_range_from_byte_0_is_the_whole_body(tmp_path: Path)
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Bare206)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(Bare206) as server:
         url = f"http://127.0.0.1:{server.server_port}/audio.m4a"
         result = download(url, tmp_path / "bare.m4a")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.size == len(body)
     assert (tmp_path / "bare.m4a").read_bytes() == body

@@ -10,8 +10,9 @@ import datasets
 import pandas as pd
 import pytest
 import soundfile
+from support import fetch
 
-from siro_data import fetch_all, to_hf_dataset, to_nemo_manifest
+from siro_data import to_hf_dataset, to_nemo_manifest
 
 
 @pytest.fixture
@@ -20,15 +21,7 @@ def manifest(emulator, out_dir, manifest_path) -> pd.DataFrame:
     ids = list(emulator.recordings)
     emulator.faults.api_status[ids[1]] = 403
     emulator.faults.api_status[ids[4]] = 404
-    done = fetch_all(
-        ids,
-        out_dir=out_dir,
-        manifest_path=manifest_path,
-        token=emulator.token,
-        api_url=emulator.api_url,
-        progress=False,
-        convert_to="wav",
-    )
+    done = fetch(emulator, ids, out_dir, manifest_path, convert_to="wav")
     assert done["status"].tolist().count("ok") == 4
     return done
 
@@ -65,14 +58,7 @@ def test_without_copies_the_dataset_points_at_the_downloads_and_keeps_added_colu
     emulator, out_dir, manifest_path
 ):
     ids = list(emulator.recordings)[:2]
-    manifest = fetch_all(
-        ids,
-        out_dir=out_dir,
-        manifest_path=manifest_path,
-        token=emulator.token,
-        api_url=emulator.api_url,
-        progress=False,
-    )
+    manifest = fetch(emulator, ids, out_dir, manifest_path)
     manifest["title"] = ["first call", "second call"]  # joined from the listing, say
     dataset = to_hf_dataset(manifest)
     files = dataset.cast_column("audio", datasets.Audio(decode=False))

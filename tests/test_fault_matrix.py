@@ -13,23 +13,19 @@ the emulator grows a switch the table does not exercise.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from urllib3.util.retry import Retry
+from support import FAST_RETRIES, TOKEN, fetch, final_path, sha256
 
-from siro_data import Downloader, SiroClient, fetch_all, read_manifest
+from siro_data import Downloader, SiroClient, read_manifest
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Faults, Recording, make_recording
 from siro_data.manifest import journal_path
-from siro_data.naming import file_stem
-from siro_data.sessions import retry_policy
 
-TOKEN = "tok-MATRIX-5b0e2d91c4"
 ROLES = ("bad", "ok1", "ok2")
 
 Setup = Callable[[Emulator, str], None]
@@ -270,6 +266,11 @@ CASES = [
         fails("200: signedUrl error: Recording audio is not available yet", "api_error"),
     ),
     Case(
+        "audio not ready until later",
+        per_id("not_ready_until", 4e9),  # 2096, by the emulator's clock
+        fails("200: signedUrl error: Recording audio is not available yet", "api_error"),
+    ),
+    Case(
         "200 with an HTML page",
         per_id("api_malformed", "html"),
         fails(
@@ -428,29 +429,11 @@ def batch() -> dict[str, Recording]:
 
 
 @pytest.fixture
-def emu(batch: dict[str, Recording]) -> Iterator[Emulator]:
-    with Emulator(recordings={rec.id: rec for rec in batch.values()}, token=TOKEN) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def fast_retries() -> Retry:
-    """The library's retry policy (same statuses, same 5 retries) without backoff sleeps.
-
-    Retry-After is still honoured.
-    """
-    return retry_policy(backoff=0.0)
+def recordings(batch: dict[str, Recording]) -> dict[str, Recording]:
+    return {rec.id: rec for rec in batch.values()}
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def final_path(out_dir: Path, recording: Recording) -> Path:
-    return out_dir / f"{file_stem(recording.id)}.{recording.extension}"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_row(
@@ -489,36 +472,33 @@ def check_row(
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_fault(
     case: Case,
-    emu: Emulator,
+    emulator: Emulator,
     batch: dict[str, Recording],
     tmp_path: Path,
-    fast_retries: Retry,
 ) -> None:
     out_dir, manifest_path = tmp_path / "recordings", tmp_path / "manifest.parquet"
     if case.before is not None:
         case.before(out_dir, batch["bad"])
-    case.setup(emu, batch["bad"].id)
+    case.setup(emulator, batch["bad"].id)
     ids = [batch[role].id for role in ROLES]
 
     client = SiroClient(
-        TOKEN, emu.api_url, requests_per_minute=60_000, timeout=case.timeout, retries=fast_retries
+        TOKEN,
+        emulator.api_url,
+        requests_per_minute=60_000,
+        timeout=case.timeout,
+        retries=FAST_RETRIES,
     )
-    with client, Downloader(timeout=case.timeout, retries=fast_retries) as downloader:
-        manifest = fetch_all(
-            ids,
-            out_dir=out_dir,
-            manifest_path=manifest_path,
-            workers=3,
-            progress=False,
-            client=client,
-            downloader=downloader,
+    with client, Downloader(timeout=case.timeout, retries=FAST_RETRIES) as downloader:
+        manifest = fetch(
+            emulator, ids, out_dir, manifest_path, workers=3, client=client, downloader=downloader
         )
-    served = emu.stats.bytes_served.copy()  # before a stalled answer could send more
+    served = emulator.stats.bytes_served.copy()  # before a stalled answer could send more
 
     expected = {role: case.bad if role == "bad" else case.rest for role in ROLES}
     assert list(manifest["recording_id"]) == ids
     for role, row in zip(ROLES, manifest.to_dict("index").values(), strict=True):
-        check_row(pd.Series(row), expected[role], batch[role], out_dir, emu.storage_url)
+        check_row(pd.Series(row), expected[role], batch[role], out_dir, emulator.storage_url)
     saved = read_manifest(manifest_path).set_index("recording_id").loc[ids].reset_index()
     pd.testing.assert_frame_equal(saved, manifest)  # on disk in the order rows finished
     assert not journal_path(manifest_path).exists()
@@ -537,28 +517,28 @@ def test_fault(
     for role, expect in expected.items():
         rec_id, size = batch[role].id, batch[role].size
         if expect.api is not None:
-            assert emu.stats.api_calls[rec_id] == expect.api, role
+            assert emulator.stats.api_calls[rec_id] == expect.api, role
         if expect.storage is not None:
-            assert emu.stats.storage_requests[rec_id] == expect.storage, role
+            assert emulator.stats.storage_requests[rec_id] == expect.storage, role
         if expect.served is not None:
             assert served[rec_id] == expect.served(size), role
     assert sum(served.values()) <= case.wire_ratio * sum(rec.size for rec in batch.values())
-    assert all("x-siro-auth-token" not in headers for headers in emu.stats.storage_headers)
+    assert all("x-siro-auth-token" not in headers for headers in emulator.stats.storage_headers)
     if case.check is not None:
-        case.check(emu, manifest)
+        case.check(emulator, manifest)
 
 
-def test_every_fault_switch_has_a_case(emu: Emulator, batch: dict[str, Recording]) -> None:
+def test_every_fault_switch_has_a_case(emulator: Emulator, batch: dict[str, Recording]) -> None:
     """A switch added to the emulator's Faults without a line in CASES fails here."""
     defaults = Faults()
     exercised = set()
     for case in CASES:
-        emu.faults = Faults()
-        case.setup(emu, batch["bad"].id)
+        emulator.faults = Faults()
+        case.setup(emulator, batch["bad"].id)
         exercised |= {
             f.name
             for f in dataclasses.fields(Faults)
-            if getattr(emu.faults, f.name) != getattr(defaults, f.name)
+            if getattr(emulator.faults, f.name) != getattr(defaults, f.name)
         }
     switches = {f.name for f in dataclasses.fields(Faults)}
     assert switches - exercised - set(COVERED_ELSEWHERE) == set()

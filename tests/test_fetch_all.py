@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import errno
-import hashlib
 import logging
 import threading
 import time
@@ -12,21 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
+from support import TOKEN, assert_identical, fetch
 
 import siro_data
 from siro_data import AuthError, fetch_all, read_manifest
 from siro_data.download import Downloader, partial_path
-from siro_data.emulator import Emulator, Recording, make_recording
+from siro_data.emulator import Recording, make_recording
 from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import journal_path
 from siro_data.naming import file_stem
 from siro_data.rows import COLUMNS
-
-
-def run(emu: Emulator, ids, out_dir: Path, manifest_path: Path, **options) -> pd.DataFrame:
-    options = {"token": emu.token, "api_url": emu.api_url, "progress": False, **options}
-    return fetch_all(ids, out_dir=out_dir, manifest_path=manifest_path, **options)
 
 
 def files_in(out_dir: Path) -> list[Path]:
@@ -34,22 +28,10 @@ def files_in(out_dir: Path) -> list[Path]:
     return [path for path in out_dir.iterdir() if path.name != LOCKS_FOLDER]
 
 
-def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def assert_identical(manifest: pd.DataFrame, emu: Emulator) -> None:
-    """Every ok row's file is the server's bytes, and the manifest says so."""
-    for row in manifest[manifest["error"].isna()].itertuples():
-        recording = emu.recordings[row.recording_id]
-        assert sha256(row.path) == recording.sha256 == row.sha256
-        assert row.size_bytes == recording.size
-
-
 def test_fetches_every_recording_byte_identical_with_durations(emulator, out_dir, manifest_path):
     """The happy path: files identical to the source, durations within 1%, typed manifest."""
     ids = list(emulator.recordings)
-    manifest = run(emulator, pd.DataFrame({"recording_id": ids}), out_dir, manifest_path)
+    manifest = fetch(emulator, pd.DataFrame({"recording_id": ids}), out_dir, manifest_path)
 
     assert list(manifest.columns) == list(COLUMNS)
     assert manifest.dtypes.astype(str).to_dict() == COLUMNS
@@ -71,9 +53,9 @@ def test_fetches_every_recording_byte_identical_with_durations(emulator, out_dir
 def test_rerun_makes_no_request(emulator, out_dir, manifest_path, caplog):
     """A second run over complete rows neither signs nor downloads anything."""
     ids = list(emulator.recordings)
-    first = run(emulator, ids, out_dir, manifest_path)
+    first = fetch(emulator, ids, out_dir, manifest_path)
     emulator.stats.reset()
-    second = run(emulator, ids, out_dir, manifest_path)
+    second = fetch(emulator, ids, out_dir, manifest_path)
     assert "failed" not in caplog.text
     assert emulator.stats.api_requests == 0
     assert sum(emulator.stats.storage_requests.values()) == 0
@@ -84,7 +66,7 @@ def test_rerun_needs_no_token_when_everything_is_complete(
     emulator, out_dir, manifest_path, monkeypatch
 ):
     ids = list(emulator.recordings)
-    run(emulator, ids, out_dir, manifest_path)
+    fetch(emulator, ids, out_dir, manifest_path)
     monkeypatch.delenv("SIRO_AUTH_TOKEN", raising=False)
     manifest = fetch_all(ids, out_dir=out_dir, manifest_path=manifest_path, progress=False)
     assert manifest["error"].isna().all()
@@ -92,13 +74,13 @@ def test_rerun_needs_no_token_when_everything_is_complete(
 
 def test_rerun_refetches_only_missing_or_damaged_files(emulator, out_dir, manifest_path):
     ids = list(emulator.recordings)
-    first = run(emulator, ids, out_dir, manifest_path)
+    first = fetch(emulator, ids, out_dir, manifest_path)
     deleted, truncated = first["path"].iloc[0], first["path"].iloc[1]
     Path(deleted).unlink()
     Path(truncated).write_bytes(Path(truncated).read_bytes()[:100])
     emulator.stats.reset()
 
-    second = run(emulator, ids, out_dir, manifest_path)
+    second = fetch(emulator, ids, out_dir, manifest_path)
 
     assert dict(emulator.stats.api_calls) == {ids[0]: 1, ids[1]: 1}
     assert second["error"].isna().all()
@@ -108,14 +90,14 @@ def test_rerun_refetches_only_missing_or_damaged_files(emulator, out_dir, manife
 def test_failed_rows_are_retried_on_the_next_run(emulator, out_dir, manifest_path):
     ids = list(emulator.recordings)
     emulator.faults.api_status[ids[2]] = 404
-    first = run(emulator, ids, out_dir, manifest_path)
+    first = fetch(emulator, ids, out_dir, manifest_path)
     assert first.loc[2, "error"] == "404: Recording not found"
     assert first.loc[2, "error_kind"] == "not_found"
     assert pd.isna(first.loc[2, "path"])
 
     emulator.faults.api_status.clear()
     emulator.stats.reset()
-    second = run(emulator, ids, out_dir, manifest_path)
+    second = fetch(emulator, ids, out_dir, manifest_path)
     assert dict(emulator.stats.api_calls) == {ids[2]: 1}
     assert second["error"].isna().all()
     assert len(read_manifest(manifest_path)) == len(ids)
@@ -127,7 +109,7 @@ def test_partial_file_is_continued_with_range(emulator, out_dir, manifest_path):
     out_dir.mkdir(parents=True)
     partial_path(target).write_bytes(recording.data[:5000])
 
-    manifest = run(emulator, [rec_id], out_dir, manifest_path)
+    manifest = fetch(emulator, [rec_id], out_dir, manifest_path)
 
     assert manifest.loc[0, "error"] is pd.NA
     assert emulator.stats.bytes_served[rec_id] == recording.size - 5000
@@ -144,7 +126,7 @@ def test_finished_file_missing_from_manifest_is_checked_not_downloaded(
     out_dir.mkdir(parents=True)
     (out_dir / f"{file_stem(rec_id)}.{recording.extension}").write_bytes(recording.data)
 
-    manifest = run(emulator, [rec_id], out_dir, manifest_path)
+    manifest = fetch(emulator, [rec_id], out_dir, manifest_path)
 
     assert manifest.loc[0, "error"] is pd.NA
     assert emulator.stats.bytes_served[rec_id] == 0
@@ -158,7 +140,7 @@ def test_url_expiring_mid_download_is_signed_again_and_continued(emulator, out_d
     emulator.faults.bandwidth = 25_000  # the first piece (100 kB) outlives the URL
     emulator.faults.cut_after[rec_id] = 100_000
 
-    manifest = run(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
+    manifest = fetch(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
 
     assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
     assert emulator.stats.api_calls[rec_id] == 2
@@ -177,7 +159,7 @@ def test_an_expiry_after_progress_does_not_count_against_the_recording(
     emulator.faults.cut_after[rec_id] = 80_000  # 3.2 s in: the resume meets an expired URL
     assert recording.size > 80_000
 
-    manifest = run(emulator, [rec_id], out_dir, manifest_path, downloader=one_expiry_allowed)
+    manifest = fetch(emulator, [rec_id], out_dir, manifest_path, downloader=one_expiry_allowed)
 
     assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
     assert emulator.stats.api_calls[rec_id] == 2
@@ -197,7 +179,7 @@ def test_url_refused_after_its_expiration_is_signed_again(
     emulator.faults.bandwidth = 25_000
     emulator.faults.cut_after[rec_id] = 100_000
 
-    manifest = run(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
+    manifest = fetch(emulator, [rec_id], out_dir, manifest_path, timeout=(5, 5))
 
     assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
     assert emulator.stats.api_calls[rec_id] == 2
@@ -207,7 +189,7 @@ def test_url_refused_after_its_expiration_is_signed_again(
 def test_url_already_expired_is_never_used(emulator, out_dir, manifest_path):
     rec_id = next(iter(emulator.recordings))
     emulator.faults.url_ttl = -5  # the API hands out URLs that have already expired
-    manifest = run(emulator, [rec_id], out_dir, manifest_path)
+    manifest = fetch(emulator, [rec_id], out_dir, manifest_path)
     assert manifest.loc[0, "error"] == (
         "download: signed URL expired 3 times in a row without progress"
     )
@@ -223,7 +205,7 @@ def test_mixed_errors_each_land_in_their_row(emulator, out_dir, manifest_path):
     emulator.faults.storage_html.add(ids[3])
     emulator.faults.transient[ids[4]] = [503, 502]
 
-    manifest = run(emulator, ids, out_dir, manifest_path).set_index("recording_id")
+    manifest = fetch(emulator, ids, out_dir, manifest_path).set_index("recording_id")
 
     assert manifest.loc[ids[0], "error"].startswith("403: ")
     assert manifest.loc[ids[1], "error"] == "422: ZodError: id: Required"
@@ -248,7 +230,7 @@ def test_mixed_errors_each_land_in_their_row(emulator, out_dir, manifest_path):
 def test_garbage_served_as_audio_is_an_error_not_a_file(emulator, out_dir, manifest_path):
     fake = Recording(id="fake-one", data=b"<html>gateway</html>" * 500, extension="m4a", duration=1)
     emulator.add_recording(fake)
-    manifest = run(emulator, ["fake-one"], out_dir, manifest_path)
+    manifest = fetch(emulator, ["fake-one"], out_dir, manifest_path)
     assert manifest.loc[0, "error_kind"] == "not_audio"
     assert manifest.loc[0, "error"].startswith("not readable audio")
     assert files_in(out_dir) == []
@@ -266,7 +248,7 @@ def test_an_unforeseen_error_costs_its_row_not_the_run(
         return real_probe(path)
 
     monkeypatch.setattr(siro_data.audio, "probe", probe)
-    manifest = run(emulator, ids, out_dir, manifest_path)
+    manifest = fetch(emulator, ids, out_dir, manifest_path)
     assert manifest.loc[1, "error"] == "unexpected error: KeyError: 'surprise'"
     assert manifest.loc[1, "error_kind"] == "unexpected"
     assert manifest["error"].notna().sum() == 1
@@ -276,7 +258,7 @@ def test_a_disk_error_stops_the_run_and_keeps_the_manifest(
     emulator, out_dir, manifest_path, monkeypatch
 ):
     ids = list(emulator.recordings)
-    run(emulator, ids[:1], out_dir, manifest_path)
+    fetch(emulator, ids[:1], out_dir, manifest_path)
 
     def full_disk(path):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -284,7 +266,7 @@ def test_a_disk_error_stops_the_run_and_keeps_the_manifest(
     monkeypatch.setattr(siro_data.audio, "probe", full_disk)
     emulator.stats.reset()
     with pytest.raises(OSError, match="No space left"):
-        run(emulator, ids, out_dir, manifest_path, workers=1)
+        fetch(emulator, ids, out_dir, manifest_path, workers=1)
     assert emulator.stats.api_requests == 1  # the first id was complete; the second stopped all
     saved = read_manifest(manifest_path)
     assert list(saved["recording_id"]) == ids[:1]
@@ -293,7 +275,7 @@ def test_a_disk_error_stops_the_run_and_keeps_the_manifest(
 def test_bad_ids_are_rows_duplicates_once_numbers_as_strings(emulator, out_dir, manifest_path):
     emulator.add_recording(make_recording("12345", 1.0))
     ids = pd.Series([12345, "12345", None, "", "   ", float("nan"), 12345.0])
-    manifest = run(emulator, ids, out_dir, manifest_path)
+    manifest = fetch(emulator, ids, out_dir, manifest_path)
 
     assert list(manifest["recording_id"].fillna("<null>")) == ["12345", "<null>", "", "   "]
     assert list(manifest["error"].fillna("ok")) == [
@@ -311,7 +293,7 @@ def test_bad_ids_are_rows_duplicates_once_numbers_as_strings(emulator, out_dir, 
 )
 def test_hostile_ids_stay_inside_out_dir(emulator, out_dir, manifest_path, hostile):
     emulator.add_recording(make_recording(hostile, 1.0))
-    manifest = run(emulator, [hostile], out_dir, manifest_path)
+    manifest = fetch(emulator, [hostile], out_dir, manifest_path)
     assert manifest.loc[0, "error"] is pd.NA, manifest.loc[0, "error"]
     assert manifest.loc[0, "recording_id"] == hostile
     path = Path(manifest.loc[0, "path"])
@@ -324,7 +306,7 @@ def test_hostile_ids_stay_inside_out_dir(emulator, out_dir, manifest_path, hosti
 def test_ids_differing_only_in_case_get_distinct_files(emulator, out_dir, manifest_path):
     for rec_id in ("AbCd", "abcd"):
         emulator.add_recording(make_recording(rec_id, 1.0, seed=len(emulator.recordings)))
-    manifest = run(emulator, ["AbCd", "abcd"], out_dir, manifest_path)
+    manifest = fetch(emulator, ["AbCd", "abcd"], out_dir, manifest_path)
     names = {Path(p).name.lower() for p in manifest["path"]}
     assert len(names) == 2
     assert_identical(manifest, emulator)
@@ -332,27 +314,27 @@ def test_ids_differing_only_in_case_get_distinct_files(emulator, out_dir, manife
 
 def test_bad_input_fails_before_any_request(emulator, out_dir, manifest_path, monkeypatch):
     with pytest.raises(ValueError, match=r"no column 'recording_id'.*\['id', 'title'\]"):
-        run(emulator, pd.DataFrame({"id": ["a"], "title": ["t"]}), out_dir, manifest_path)
+        fetch(emulator, pd.DataFrame({"id": ["a"], "title": ["t"]}), out_dir, manifest_path)
     monkeypatch.delenv("SIRO_AUTH_TOKEN", raising=False)
     with pytest.raises(ValueError, match="SIRO_AUTH_TOKEN"):
-        run(emulator, ["a"], out_dir, manifest_path, token=None)
+        fetch(emulator, ["a"], out_dir, manifest_path, token=None)
     with pytest.raises(ValueError, match="workers"):
-        run(emulator, ["a"], out_dir, manifest_path, workers=0)
+        fetch(emulator, ["a"], out_dir, manifest_path, workers=0)
     blocker = out_dir.parent / "a-file"
     blocker.write_text("in the way")
     with pytest.raises(ValueError, match="out_dir"):
-        run(emulator, ["a"], blocker / "sub", manifest_path)
+        fetch(emulator, ["a"], blocker / "sub", manifest_path)
     assert emulator.stats.api_requests == 0
 
 
 def test_rejected_token_stops_the_run_and_keeps_the_manifest(emulator, out_dir, manifest_path):
     ids = list(emulator.recordings)
-    run(emulator, ids[:2], out_dir, manifest_path)
+    fetch(emulator, ids[:2], out_dir, manifest_path)
     emulator.tokens.clear()
     emulator.stats.reset()
 
     with pytest.raises(AuthError, match="401"):
-        run(emulator, ids, out_dir, manifest_path, workers=8)
+        fetch(emulator, ids, out_dir, manifest_path, workers=8)
 
     assert emulator.stats.api_requests == 1  # the others waited for their pacing slot
     saved = read_manifest(manifest_path)
@@ -381,7 +363,7 @@ def test_token_provider_is_asked_again_after_a_401(emulator, out_dir, manifest_p
     emulator.faults.api_latency = 0.05
     expiry = threading.Thread(target=expire_token_after_two_calls)
     expiry.start()
-    manifest = run(emulator, ids, out_dir, manifest_path, token=provider, workers=1)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, token=provider, workers=1)
     expiry.join()
 
     assert manifest["error"].isna().all()
@@ -398,7 +380,7 @@ def test_renewed_token_rejected_too_stops_the_run(emulator, out_dir, manifest_pa
         return f"{TOKEN}-never-valid-{len(calls)}"
 
     with pytest.raises(AuthError, match="401"):
-        run(emulator, list(emulator.recordings), out_dir, manifest_path, token=provider)
+        fetch(emulator, list(emulator.recordings), out_dir, manifest_path, token=provider)
     assert len(calls) == 2
     assert read_manifest(manifest_path).empty
 
@@ -413,7 +395,7 @@ def test_transient_failures_and_rate_limits_are_retried(
     if retry_after == "http-date":
         retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
     emulator.faults.retry_after = retry_after
-    manifest = run(emulator, ids[:2], out_dir, manifest_path, workers=1)
+    manifest = fetch(emulator, ids[:2], out_dir, manifest_path, workers=1)
     assert manifest["error"].isna().all()
     assert emulator.stats.api_calls[ids[0]] == 3
     assert emulator.stats.storage_requests[ids[1]] == 2
@@ -425,7 +407,7 @@ def test_paces_under_the_rate_limit_without_429(emulator, out_dir, manifest_path
     ids = list(emulator.recordings)
     emulator.faults.rate_limit = 5
     emulator.faults.rate_window = 1.0
-    manifest = run(emulator, ids, out_dir, manifest_path, requests_per_minute=270)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, requests_per_minute=270)
     assert manifest["error"].isna().all()
     assert emulator.stats.rate_limited == 0
     times = sorted(emulator.stats.api_request_times)
@@ -436,7 +418,7 @@ def test_workers_overlap_and_reuse_connections(emulator, out_dir, manifest_path)
     ids = list(emulator.recordings)
     emulator.faults.api_latency = 0.3
     started = time.monotonic()
-    manifest = run(emulator, ids, out_dir, manifest_path, workers=6)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, workers=6)
     elapsed = time.monotonic() - started
     assert manifest["error"].isna().all()
     assert elapsed < 0.3 * len(ids) * 0.6  # serial would take len(ids) x 0.3 s at least
@@ -450,7 +432,7 @@ def test_secrets_never_reach_manifest_logs_or_storage(
     emulator.faults.api_status[ids[0]] = 404
     emulator.faults.cut_after[ids[1]] = 3000
     with caplog.at_level(logging.DEBUG):
-        manifest = run(emulator, ids, out_dir, manifest_path, progress="bars")
+        manifest = fetch(emulator, ids, out_dir, manifest_path, progress="bars")
         signed = siro_data.SiroClient(emulator.token, emulator.api_url).sign(ids[2])
     signature = signed.url.split("X-Goog-Signature=")[1].split("&")[0]
     captured = capsys.readouterr()
@@ -471,7 +453,7 @@ def test_secrets_never_reach_manifest_logs_or_storage(
 
 
 def test_empty_input_writes_an_empty_typed_manifest(emulator, out_dir, manifest_path):
-    manifest = run(emulator, [], out_dir, manifest_path)
+    manifest = fetch(emulator, [], out_dir, manifest_path)
     assert manifest.empty
     assert manifest.dtypes.astype(str).to_dict() == COLUMNS
     assert read_manifest(manifest_path).dtypes.astype(str).to_dict() == COLUMNS
@@ -480,17 +462,17 @@ def test_empty_input_writes_an_empty_typed_manifest(emulator, out_dir, manifest_
 def test_manifest_on_disk_accumulates_across_calls(emulator, out_dir, manifest_path):
     """The returned frame answers this call; the file describes everything fetched so far."""
     ids = list(emulator.recordings)
-    run(emulator, ids[:3], out_dir, manifest_path)
-    second = run(emulator, ids[3:], out_dir, manifest_path)
+    fetch(emulator, ids[:3], out_dir, manifest_path)
+    second = fetch(emulator, ids[3:], out_dir, manifest_path)
     assert list(second["recording_id"]) == ids[3:]
     assert list(read_manifest(manifest_path)["recording_id"]) == ids
 
 
 def test_overwrite_downloads_again(emulator, out_dir, manifest_path):
     ids = list(emulator.recordings)[:2]
-    run(emulator, ids, out_dir, manifest_path)
+    fetch(emulator, ids, out_dir, manifest_path)
     emulator.stats.reset()
-    manifest = run(emulator, ids, out_dir, manifest_path, overwrite=True)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, overwrite=True)
     assert sum(emulator.stats.bytes_served.values()) == sum(
         emulator.recordings[i].size for i in ids
     )
@@ -503,10 +485,10 @@ def test_convert_to_writes_readable_copies_and_resumes_them(emulator, out_dir, m
     import soundfile
 
     ids = list(emulator.recordings)
-    run(emulator, ids[:3], out_dir, manifest_path)  # downloaded before, with no copies
+    fetch(emulator, ids[:3], out_dir, manifest_path)  # downloaded before, with no copies
     emulator.stats.reset()
 
-    manifest = run(emulator, ids, out_dir, manifest_path, convert_to=fmt)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, convert_to=fmt)
 
     assert manifest["error"].isna().all(), manifest["error"]
     assert sorted(emulator.stats.api_calls) == sorted(ids[3:])  # the first three: converted only
@@ -523,7 +505,7 @@ def test_convert_to_writes_readable_copies_and_resumes_them(emulator, out_dir, m
         lost.unlink()
     before = kept.stat()
     emulator.stats.reset()
-    again = run(emulator, ids, out_dir, manifest_path, convert_to=fmt)
+    again = fetch(emulator, ids, out_dir, manifest_path, convert_to=fmt)
 
     assert emulator.stats.api_requests == 0 and emulator.stats.total_bytes_served == 0
     assert Path(again.loc[1, "audio_path"]).exists()
@@ -533,7 +515,7 @@ def test_convert_to_writes_readable_copies_and_resumes_them(emulator, out_dir, m
 
 def test_convert_to_is_checked_before_any_request(emulator, out_dir, manifest_path):
     with pytest.raises(ValueError, match="convert_to must be one of"):
-        run(emulator, list(emulator.recordings), out_dir, manifest_path, convert_to="mp3")
+        fetch(emulator, list(emulator.recordings), out_dir, manifest_path, convert_to="mp3")
     assert emulator.stats.api_requests == 0
 
 
@@ -543,7 +525,7 @@ def test_paths_in_the_manifest_are_absolute_without_dot_dot(
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
     rec_id = next(iter(emulator.recordings))
-    manifest = run(emulator, [rec_id], Path("../data/recordings"), Path("../data/m.parquet"))
+    manifest = fetch(emulator, [rec_id], Path("../data/recordings"), Path("../data/m.parquet"))
     assert manifest.loc[0, "path"].startswith(str(tmp_path / "data" / "recordings") + "/")
     assert (tmp_path / "data" / "m.parquet").exists()
 
@@ -554,7 +536,7 @@ def test_the_manifest_carries_rate_channels_and_codec(emulator, out_dir, manifes
     failing = next(iter(emulator.recordings))
     emulator.faults.api_status[failing] = 404
     ids = list(emulator.recordings)
-    manifest = run(emulator, ids, out_dir, manifest_path)
+    manifest = fetch(emulator, ids, out_dir, manifest_path)
 
     codecs = {"m4a": "aac", "mp3": "mp3", "wav": "pcm_s16le", "flac": "flac", "ogg": "opus"}
     for row in manifest.itertuples():

@@ -20,25 +20,19 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import TOKEN
 from hypothesis import HealthCheck, settings
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
+from support import TOKEN
 
-from siro_data.emulator import Emulator, api, sample_recordings
+from siro_data.emulator import Emulator, api
+from siro_data.sessions import TOKEN_HEADER
 
 SPEC = Path(__file__).parent / "specs" / "recordings-read-openapi.json"
-TOKEN_HEADER = "x-siro-auth-token"
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 schema = schemathesis.openapi.from_path(SPEC).include(path="/v1/core/recordings", method="GET")
 operation = schema["/v1/core/recordings"]["GET"]
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(recordings=sample_recordings(n=6), token=TOKEN) as emulator:
-        yield emulator
 
 
 def call(emu: Emulator, token: str | None = TOKEN, **query: str):
@@ -53,10 +47,12 @@ def call(emu: Emulator, token: str | None = TOKEN, **query: str):
 
 @schema.parametrize()
 @EXAMPLES
-def test_generated_queries_get_documented_answers(case, emu, seen):
+def test_generated_queries_get_documented_answers(case, emulator, seen):
     case.headers = {**(case.headers or {}), TOKEN_HEADER: TOKEN}  # its own may be any string
     response = case.call_and_validate(
-        base_url=emu.api_url, excluded_checks=[positive_data_acceptance, ignored_auth], timeout=5
+        base_url=emulator.api_url,
+        excluded_checks=[positive_data_acceptance, ignored_auth],
+        timeout=5,
     )
     seen.add(response.status_code)
 
@@ -72,16 +68,16 @@ def seen() -> Iterator[set[int]]:
     assert {200, 400} <= statuses <= {200, 400, 403, 405}, statuses
 
 
-def test_every_page_is_documented(emu):
+def test_every_page_is_documented(emulator):
     cursor, ids = None, []
     while True:
-        response = call(emu, limit="4", **({"cursor": cursor} if cursor else {}))
+        response = call(emulator, limit="4", **({"cursor": cursor} if cursor else {}))
         body = response.json()
         ids += [item["id"] for item in body["data"]]
         cursor = body["cursor"]
         if cursor is None:
             break
-    assert sorted(ids) == sorted(emu.recordings)
+    assert sorted(ids) == sorted(emulator.recordings)
 
 
 @pytest.mark.parametrize(
@@ -93,19 +89,19 @@ def test_every_page_is_documented(emu):
         ({"organizationId": "org_someone_else"}, 403),
     ],
 )
-def test_documented_errors_are_plain_text(emu, query, status):
-    response = call(emu, **query)
+def test_documented_errors_are_plain_text(emulator, query, status):
+    response = call(emulator, **query)
     assert response.status_code == status
     assert response.headers["content-type"][0].startswith("text/plain")
 
 
 @pytest.mark.parametrize("token", [None, "", "tok-WRONG-0000000000"])
-def test_bad_tokens_get_a_documented_401(emu, token):
-    assert call(emu, token=token).status_code == 401
+def test_bad_tokens_get_a_documented_401(emulator, token):
+    assert call(emulator, token=token).status_code == 401
 
 
-def test_the_check_is_not_blind(emu, monkeypatch):
+def test_the_check_is_not_blind(emulator, monkeypatch):
     """A page without its required ``cursor`` fails validation: the checks do read bodies."""
     monkeypatch.setattr(api, "list_page", lambda recordings, query: {"data": []})
     with pytest.raises(FailureGroup):
-        call(emu)
+        call(emulator)

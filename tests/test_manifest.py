@@ -70,10 +70,9 @@ def test_compact_folds_the_journal_into_parquet(tmp_path):
     path = tmp_path / "m.parquet"
     journal = Journal(path)
     journal.append(ok_row("a"))
-    manifest = compact(path)
+    assert compact(path) == 1  # rows the file holds
     assert not journal_path(path).exists()
-    pd.testing.assert_frame_equal(manifest, read_manifest(path))
-    assert len(manifest) == 1
+    assert list(read_manifest(path)["recording_id"]) == ["a"]
 
 
 def test_write_is_atomic_no_temporary_left(tmp_path):
@@ -114,7 +113,7 @@ def test_compact_with_nothing_journaled_leaves_the_file_alone(tmp_path):
     write_manifest(to_frame([ok_row("a")]), path)
     before = path.stat().st_mtime_ns
     Journal(path)  # made by a run that finished nothing new
-    assert len(compact(path)) == 1
+    assert compact(path) == 1
     assert path.stat().st_mtime_ns == before
     assert not journal_path(path).exists()
 
@@ -127,7 +126,8 @@ def test_compact_saves_new_rows_in_the_calls_order_and_keeps_the_others_in_place
     for key in ["c", "old-2", "other-process", "a", "b"]:
         journal.append(ok_row(key))
 
-    saved = compact(path, order=["a", "b", "old-2", "c"])
+    assert compact(path, order=["a", "b", "old-2", "c"]) == 6
 
+    saved = read_manifest(path)
     assert list(saved["recording_id"]) == ["old-1", "old-2", "a", "other-process", "b", "c"]
-    pd.testing.assert_frame_equal(read_manifest(path), saved)
+    assert pd.read_parquet(path)["recording_id"].tolist() == saved["recording_id"].tolist()

@@ -22,23 +22,21 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
+from support import FAST_RETRIES, TOKEN, fetch
 
-import siro_data.client
-from siro_data import AuthError, SiroClient, download, fetch_all, read_manifest
+from siro_data import AuthError, SiroClient, download, read_manifest
 from siro_data.emulator import Emulator, Recording, sample_recordings
 from siro_data.emulator.storage import CLIENT_EMAIL
 from siro_data.exceptions import DownloadError, ExpiredURLError, SiroAPIError
 from siro_data.manifest import journal_path
-from siro_data.sessions import TOKEN_HEADER, retry_policy
+from siro_data.sessions import TOKEN_HEADER
 
 #: Fragments no output may hold: bits of the token, and what only a signed URL's query holds.
 MARKERS = [TOKEN, "SENTINEL", TOKEN[-10:], "X-Goog-Signature", "X-Goog-Credential", CLIENT_EMAIL]
@@ -79,7 +77,7 @@ def samples() -> list[Recording]:
 
 
 @pytest.fixture
-def emu(samples: list[Recording]) -> Iterator[SigningEmulator]:
+def recordings(samples: list[Recording]) -> list[Recording]:
     """One recording per fault: each id names the fault it meets."""
     names = [
         "ok-1",
@@ -105,18 +103,12 @@ def emu(samples: list[Recording]) -> Iterator[SigningEmulator]:
         "api-not-json",
         "api-no-url",
     ]
-    recordings = [clone(samples[i % len(samples)], name) for i, name in enumerate(names)]
-    with SigningEmulator(recordings=recordings, token=TOKEN) as emulator:
-        yield emulator
+    return [clone(samples[i % len(samples)], name) for i, name in enumerate(names)]
 
 
 @pytest.fixture
-def fast_api_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The API client's real retry policy with a short backoff: a persistent 500 costs no 15 s.
-
-    Storage keeps the real backoff: the URL of ``storage-5xx-then-expired`` expires during it.
-    """
-    monkeypatch.setattr(siro_data.client, "retry_policy", lambda: retry_policy(backoff=0.01))
+def emulator(start_emulator: Callable[..., Emulator], recordings) -> SigningEmulator:
+    return start_emulator(recordings, SigningEmulator)
 
 
 @pytest.fixture
@@ -240,23 +232,20 @@ def set_faults(emu: Emulator) -> None:
 
 
 def test_a_faulty_batch_leaks_no_secret_anywhere(
-    emu, tmp_path, debug_logs, caplog, capfd, recwarn, fast_api_retries
+    emulator, tmp_path, debug_logs, caplog, capfd, recwarn
 ):
-    set_faults(emu)
+    set_faults(emulator)
     found = Haystack()
     out_dir, manifest_path = tmp_path / "recordings", tmp_path / "manifest.parquet"
-    ids = [*emu.recordings, None, "", "../../etc/passwd?a=b"]
+    ids = [*emulator.recordings, None, "", "../../etc/passwd?a=b"]
 
-    # 1. The whole batch, progress bars on.
-    with JournalWatch(manifest_path) as journal:
-        manifest = fetch_all(
-            ids,
-            out_dir=out_dir,
-            manifest_path=manifest_path,
-            token=TOKEN,
-            api_url=emu.api_url,
-            timeout=TIMEOUT,
-            progress="bars",
+    # 1. The whole batch, progress bars on. The API client retries without backoff sleeps (a
+    # persistent 500 costs no 15 s); storage keeps the real backoff: the URL of
+    # ``storage-5xx-then-expired`` expires during it.
+    api = SiroClient(TOKEN, emulator.api_url, timeout=TIMEOUT, retries=FAST_RETRIES)
+    with api, JournalWatch(manifest_path) as journal:
+        manifest = fetch(
+            emulator, ids, out_dir, manifest_path, client=api, timeout=TIMEOUT, progress="bars"
         )
     found.frame("returned manifest", manifest)
     found.add("journal", "".join(journal.seen))
@@ -264,16 +253,16 @@ def test_a_faulty_batch_leaks_no_secret_anywhere(
     for rec_id in ("ok-1", "cut", "cut-twice", "stall", "ignore-range", "api-transient"):
         assert pd.isna(by_id.at[rec_id, "error"]), (rec_id, by_id.at[rec_id, "error"])
     assert pd.isna(by_id.at["storage-5xx-then-expired", "error"])
-    assert emu.stats.api_calls["storage-5xx-then-expired"] >= 2  # its URL did expire
+    assert emulator.stats.api_calls["storage-5xx-then-expired"] >= 2  # its URL did expire
     for rec_id in ("api-403", "api-429", "api-500", "api-html", "storage-html", "storage-404"):
         assert pd.notna(by_id.at[rec_id, "error"]), rec_id
-    faults = emu.faults
+    faults = emulator.faults
     assert not (faults.cut_after or faults.stall_after or faults.transient)
     assert not faults.storage_transient  # every one-shot fault fired
     assert journal.seen and '"recording_id"' in journal.seen[-1]  # rows were seen on disk
 
     # 2. The building blocks alone: a client, a signed URL, a download, refusals, expiry.
-    with SiroClient(TOKEN, emu.api_url, timeout=TIMEOUT) as client:
+    with SiroClient(TOKEN, emulator.api_url, timeout=TIMEOUT, retries=FAST_RETRIES) as client:
         signed = client.sign("ok-2")
         found.add("reprs", f"{signed!r} {signed} {client!r} {client}")
         result = download(signed.url, tmp_path / "direct" / "one.m4a", timeout=TIMEOUT)
@@ -305,15 +294,16 @@ def test_a_faulty_batch_leaks_no_secret_anywhere(
     faults.api_status = {"ok-1": 401}
     for token in (TOKEN, lambda: TOKEN):
         with pytest.raises(AuthError) as stopped, JournalWatch(manifest_path) as journal:
-            fetch_all(
+            fetch(
+                emulator,
                 ["ok-2", "ok-1", "cut"],
-                out_dir=out_dir,
-                manifest_path=manifest_path,
+                out_dir,
+                manifest_path,
                 token=token,
-                api_url=emu.api_url,
                 timeout=TIMEOUT,
                 overwrite=True,
                 workers=1,
+                progress=True,
             )
         found.exception("AuthError from fetch_all", stopped.value)
         found.add("journal", "".join(journal.seen))
@@ -329,7 +319,7 @@ def test_a_faulty_batch_leaks_no_secret_anywhere(
     found.add("log stream", debug_logs.getvalue())
     found.add("caplog", caplog_text(caplog))
     found.add("warnings", "\n".join(str(w.message) for w in recwarn))
-    storage_headers = [json.dumps(headers) for headers in emu.stats.storage_headers]
+    storage_headers = [json.dumps(headers) for headers in emulator.stats.storage_headers]
     found.add("storage request headers", "\n".join(storage_headers))
 
     # The haystacks hold what they should (a blind check proves nothing) ...
@@ -337,9 +327,9 @@ def test_a_faulty_batch_leaks_no_secret_anywhere(
     assert "urllib3.connectionpool" in logs and "/siro-recordings/ok-1/audio." in logs
     assert "Incremented Retry" in logs and "?<redacted>" in logs
     assert "recordings" in err  # the progress bars
-    assert TOKEN in json.dumps(emu.stats.api_headers)  # the token did travel, to the API
+    assert TOKEN in json.dumps(emulator.stats.api_headers)  # the token did travel, to the API
     # ... and no secret.
-    found.assert_free_of(MARKERS + emu.secrets())
+    found.assert_free_of(MARKERS + emulator.secrets())
 
 
 def caplog_text(caplog: pytest.LogCaptureFixture) -> str:
@@ -352,8 +342,8 @@ def caplog_text(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(texts)
 
 
-def test_the_cli_leaks_no_secret_in_verbose_mode(emu, tmp_path):
-    faults = emu.faults
+def test_the_cli_leaks_no_secret_in_verbose_mode(emulator, tmp_path):
+    faults = emulator.faults
     faults.cut_after["cut"] = 20_000
     faults.stall_after["stall"] = 10_000
     faults.stall_seconds = STALL_SECONDS
@@ -369,7 +359,7 @@ def test_the_cli_leaks_no_secret_in_verbose_mode(emu, tmp_path):
     env = {**os.environ, "SIRO_AUTH_TOKEN": TOKEN}
     env.pop("SIRO_API_URL", None)
     command = [sys.executable, "-m", "siro_data.cli", "fetch", str(ids_csv), "-v"]
-    command += ["--api-url", emu.api_url, "--out-dir", str(tmp_path / "recordings")]
+    command += ["--api-url", emulator.api_url, "--out-dir", str(tmp_path / "recordings")]
     command += ["--manifest", str(tmp_path / "manifest.parquet"), "--workers", "4"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
@@ -383,104 +373,49 @@ def test_the_cli_leaks_no_secret_in_verbose_mode(emu, tmp_path):
     found.add("stderr", done.stderr)
     found.tree("tmp_path", tmp_path)
     found.frame("saved manifest", read_manifest(tmp_path / "manifest.parquet"))
-    found.assert_free_of(MARKERS + emu.secrets())
-
-
-class _Recorder(BaseHTTPRequestHandler):
-    """Another origin: writes down every request's headers and answers a JSON 404."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _any(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.server.seen.append((self.command, self.path, dict(self.headers.items())))
-        body = b'{"error": "Not Found"}'
-        self.send_response(404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_HEAD = _any
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def other_origin() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.daemon_threads = True
-    server.seen = []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    found.assert_free_of(MARKERS + emulator.secrets())
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_a_redirect_to_another_origin_is_not_followed(emu, tmp_path, other_origin, status):
+def test_a_redirect_to_another_origin_is_not_followed(emulator, tmp_path, other_origin, status):
     host, port = other_origin.server_address[:2]
-    emu.faults.redirect["ok-1"] = f"http://{host}:{port}/v1/core/recordings/ok-1/signedUrl"
-    emu.faults.redirect_status = status
-    manifest = fetch_all(
-        ["ok-1", "ok-2"],
-        out_dir=tmp_path / "recordings",
-        manifest_path=tmp_path / "manifest.parquet",
-        token=TOKEN,
-        api_url=emu.api_url,
-        progress=False,
+    emulator.faults.redirect["ok-1"] = f"http://{host}:{port}/v1/core/recordings/ok-1/signedUrl"
+    emulator.faults.redirect_status = status
+    manifest = fetch(
+        emulator, ["ok-1", "ok-2"], tmp_path / "recordings", tmp_path / "manifest.parquet"
     )
 
     assert other_origin.seen == []  # nothing, so neither the token, reached the other origin
-    assert TOKEN in json.dumps(emu.stats.api_headers)  # it was sent where it belongs
+    assert TOKEN in json.dumps(emulator.stats.api_headers)  # it was sent where it belongs
     rows = manifest.set_index("recording_id")
     assert rows.at["ok-1", "error"] == (
         f"{status}: the API redirected to http://{host}:{port}/v1/core/recordings/ok-1/signedUrl"
         " (not followed; check api_url)"
     )
     assert pd.isna(rows.at["ok-2", "error"])
-    storage = json.dumps(emu.stats.storage_headers).lower()
-    assert emu.stats.storage_headers and TOKEN.lower() not in storage
+    storage = json.dumps(emulator.stats.storage_headers).lower()
+    assert emulator.stats.storage_headers and TOKEN.lower() not in storage
     assert TOKEN_HEADER not in storage
 
 
-def test_a_redirect_within_the_api_origin_is_not_followed_either(emu, tmp_path):
+def test_a_redirect_within_the_api_origin_is_not_followed_either(emulator, tmp_path):
     """A POST redirected would be sent again as a GET: a redirect is reported, whatever its host."""
-    emu.faults.redirect["ok-1"] = f"{emu.api_url}/v1/core/recordings/ok-2/signedUrl"
-    manifest = fetch_all(
-        ["ok-1"],
-        out_dir=tmp_path / "recordings",
-        manifest_path=tmp_path / "manifest.parquet",
-        token=TOKEN,
-        api_url=emu.api_url,
-        progress=False,
-    )
+    emulator.faults.redirect["ok-1"] = f"{emulator.api_url}/v1/core/recordings/ok-2/signedUrl"
+    manifest = fetch(emulator, ["ok-1"], tmp_path / "recordings", tmp_path / "manifest.parquet")
     assert manifest.loc[0, "error"].startswith("307: the API redirected to http://127.0.0.1:")
     assert manifest.loc[0, "error_kind"] == "api_error"
-    assert emu.stats.api_calls["ok-2"] == 0
+    assert emulator.stats.api_calls["ok-2"] == 0
 
 
-def test_storage_never_sees_the_token(emu, tmp_path):
-    emu.faults.cut_after["cut"] = 5_000
+def test_storage_never_sees_the_token(emulator, tmp_path):
+    emulator.faults.cut_after["cut"] = 5_000
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        manifest = fetch_all(
-            ["ok-1", "cut"],
-            out_dir=tmp_path / "recordings",
-            manifest_path=tmp_path / "manifest.parquet",
-            token=TOKEN,
-            api_url=emu.api_url,
-            progress=False,
+        manifest = fetch(
+            emulator, ["ok-1", "cut"], tmp_path / "recordings", tmp_path / "manifest.parquet"
         )
     assert manifest["error"].isna().all()
-    assert len(emu.stats.storage_headers) >= 3  # two files, one resumed
-    for headers in emu.stats.storage_headers:
+    assert len(emulator.stats.storage_headers) >= 3  # two files, one resumed
+    for headers in emulator.stats.storage_headers:
         assert TOKEN_HEADER not in headers
         assert not [value for value in headers.values() if "SENTINEL" in value]

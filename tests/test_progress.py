@@ -12,10 +12,10 @@ import textwrap
 
 import pandas as pd
 import pytest
+from support import fetch
 from test_cli import finish
 from test_cli import siro_data as command
 
-import siro_data
 from siro_data import progress
 from siro_data.progress import LogProgress, TqdmProgress, reporter_for
 from siro_data.tally import Tally
@@ -57,14 +57,7 @@ def test_a_choice_that_does_not_exist_is_refused_before_any_request(
     emulator, out_dir, manifest_path
 ):
     with pytest.raises(ValueError, match="progress must be one of 'auto', 'bars', 'log', 'none'"):
-        siro_data.fetch_all(
-            list(emulator.recordings),
-            out_dir=out_dir,
-            manifest_path=manifest_path,
-            token=emulator.token,
-            api_url=emulator.api_url,
-            progress="quiet",
-        )
+        fetch(emulator, list(emulator.recordings), out_dir, manifest_path, progress="quiet")
     assert emulator.stats.api_requests == 0
 
 

@@ -89,3 +89,10 @@ def test_a_kind_outside_the_vocabulary_is_refused():
         error_row("a", "boom", "oops")
     with pytest.raises(ValueError, match="unknown error kind"):
         with_error({"recording_id": "a"}, "boom", "oops")
+
+
+def test_a_filtered_frame_keeps_its_rows():
+    """A frame selected with a mask has gaps in its index: the rows must not shift."""
+    frame = to_frame([{"recording_id": key} for key in "abcd"])
+    kept = to_frame(frame[frame["recording_id"] != "b"])
+    assert kept["recording_id"].tolist() == ["a", "c", "d"]

@@ -7,19 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from siro_data import read_manifest, summarize
-from siro_data.rows import COLUMNS, Kind, error_row, ok_row, status_of, stopped_row, to_frame
+from siro_data.rows import COLUMNS, Kind, error_row, status_of, stopped_row, to_frame
 
 
 def rows() -> list[dict]:
-    done = ok_row(
-        "a",
-        path="/data/a.m4a",
-        expiration=None,
-        duration=60.0,
-        size_bytes=1_840_000,
-        sha256="0" * 64,
-        content_type="audio/mp4",
-    )
+    done = {"recording_id": "a", "path": "/data/a.m4a", "duration": 60.0, "size_bytes": 1_840_000}
     return [done, error_row("b", "403: Forbidden", Kind.FORBIDDEN), stopped_row("c")]
 
 

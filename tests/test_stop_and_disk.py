@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -12,15 +11,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from support import fetch, sha256
 
-from siro_data import fetch_all, read_manifest
+from siro_data import read_manifest
 from siro_data.manifest import journal_path
 from siro_data.naming import file_stem
-
-
-def run(emu, ids, out_dir: Path, manifest_path: Path, **options) -> pd.DataFrame:
-    options = {"token": emu.token, "api_url": emu.api_url, "progress": False, **options}
-    return fetch_all(ids, out_dir=out_dir, manifest_path=manifest_path, **options)
 
 
 class StopAfterFirstRow:
@@ -57,7 +52,7 @@ def test_stop_returns_the_manifest_so_far_and_a_rerun_finishes(emulator, out_dir
     ids = list(emulator.recordings)
     reporter = StopAfterFirstRow()
 
-    manifest = run(emulator, ids, out_dir, manifest_path, workers=2, progress=reporter)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, workers=2, progress=reporter)
 
     assert reporter.closed and reporter.total == len(ids) and reporter.done == 0
     assert list(manifest["recording_id"]) == ids
@@ -73,12 +68,11 @@ def test_stop_returns_the_manifest_so_far_and_a_rerun_finishes(emulator, out_dir
     pd.testing.assert_frame_equal(saved, manifest)
     served_before = emulator.stats.total_bytes_served
 
-    again = run(emulator, ids, out_dir, manifest_path)
+    again = fetch(emulator, ids, out_dir, manifest_path)
 
     assert again["error"].isna().all()
     for row in again.itertuples():
-        digest = hashlib.sha256(Path(row.path).read_bytes()).hexdigest()
-        assert digest == emulator.recordings[row.recording_id].sha256
+        assert sha256(row.path) == emulator.recordings[row.recording_id].sha256
     total = sum(recording.size for recording in emulator.recordings.values())
     assert served_before <= emulator.stats.total_bytes_served <= 1.1 * total  # partials resumed
 
@@ -128,14 +122,14 @@ def test_full_disk_stops_the_run_keeps_partials_and_a_valid_manifest(
     emulator, out_dir, manifest_path, monkeypatch, caplog
 ):
     ids = list(emulator.recordings)
-    run(emulator, ids[:1], out_dir, manifest_path)  # a manifest from before
+    fetch(emulator, ids[:1], out_dir, manifest_path)  # a manifest from before
     half = emulator.recordings[ids[1]].size // 2  # the next one to fetch fills the disk halfway
     emulator.faults.bandwidth = 40_000  # paced: the body arrives in pieces of 2 kB
     disk = DiskFull(monkeypatch, out_dir.parent, budget=half)
     emulator.stats.reset()
 
     with pytest.raises(OSError) as info:
-        run(emulator, ids, out_dir, manifest_path, workers=1)
+        fetch(emulator, ids, out_dir, manifest_path, workers=1)
 
     assert info.value.errno == errno.ENOSPC
     assert "cannot write" in caplog.text and "partial files are kept" in caplog.text
@@ -149,7 +143,7 @@ def test_full_disk_stops_the_run_keeps_partials_and_a_valid_manifest(
 
     disk.budget = 10**12  # space freed
     emulator.stats.reset()
-    again = run(emulator, ids, out_dir, manifest_path)
+    again = fetch(emulator, ids, out_dir, manifest_path)
 
     assert again["error"].isna().all()
     assert not partials[0].exists()
@@ -170,14 +164,14 @@ def test_unwritable_out_dir_is_reported_before_any_request(
     (tmp_path / "file-in-the-way").write_text("not a folder")
     out_dir = tmp_path / where if not where.startswith("/") else Path(where)
     with pytest.raises(ValueError, match=r"out_dir .* cannot be created"):
-        run(emulator, list(emulator.recordings), out_dir, manifest_path)
+        fetch(emulator, list(emulator.recordings), out_dir, manifest_path)
     assert emulator.stats.api_requests == 0
 
 
 def test_read_only_out_dir_is_reported_before_any_request(emulator, manifest_path):
     """/proc/self exists and refuses every new file, even to root: a write probe tells."""
     with pytest.raises(ValueError, match="out_dir /proc/self is not writable"):
-        run(emulator, list(emulator.recordings), Path("/proc/self"), manifest_path)
+        fetch(emulator, list(emulator.recordings), Path("/proc/self"), manifest_path)
     assert emulator.stats.api_requests == 0
 
 
@@ -198,7 +192,7 @@ def test_an_interrupt_saves_the_manifest_then_raises(emulator, out_dir, manifest
     ids = list(emulator.recordings)
 
     with pytest.raises(KeyboardInterrupt) as info:
-        run(emulator, ids, out_dir, manifest_path, workers=2, progress=InterruptOnFirstRow())
+        fetch(emulator, ids, out_dir, manifest_path, workers=2, progress=InterruptOnFirstRow())
 
     assert str(info.value) == (
         f"interrupted: the manifest keeps the rows finished, in {manifest_path};"
@@ -209,5 +203,5 @@ def test_an_interrupt_saves_the_manifest_then_raises(emulator, out_dir, manifest
     saved = read_manifest(manifest_path)  # saved, with the rows that finished
     assert 1 <= saved["error"].isna().sum() < len(ids)
     assert not journal_path(manifest_path).exists()
-    again = run(emulator, ids, out_dir, manifest_path)
+    again = fetch(emulator, ids, out_dir, manifest_path)
     assert again["error"].isna().all()

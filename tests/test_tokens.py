@@ -6,23 +6,20 @@ Siro's access tokens expire after 16 hours, so a long run meets a 401. The emula
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from support import TOKEN, TokenProvider, fetch, final_path, sha256
 
-from siro_data import AuthError, fetch_all, read_manifest
+from siro_data import AuthError, read_manifest
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Recording, make_recording
-from siro_data.naming import file_stem
 
-TOKEN = "tok-ROTATE-8c41d07a"
-FIRST, SECOND = f"{TOKEN}-first", f"{TOKEN}-second"
+#: The emulator's token, then the one a renewal brings.
+FIRST, SECOND = TOKEN, f"{TOKEN}-second"
 UNAUTHORIZED = "Unauthorized: invalid or expired access token"
 LATENCY = 0.3
 
@@ -40,67 +37,43 @@ def long() -> Recording:
 
 
 @pytest.fixture
-def emu(small: list[Recording], long: Recording) -> Iterator[Emulator]:
-    with Emulator(recordings=[long, *small], token=FIRST) as emulator:
-        yield emulator
-
-
-class Provider:
-    """Hands out the given tokens in turn, noting how many API requests preceded each call."""
-
-    def __init__(self, emu: Emulator, *tokens: str) -> None:
-        self.emu = emu
-        self.tokens = list(tokens)
-        self.calls: list[int] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> str:
-        with self._lock:
-            self.calls.append(self.emu.stats.api_requests)
-            return self.tokens[min(len(self.calls), len(self.tokens)) - 1]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def final_path(out_dir: Path, recording: Recording) -> Path:
-    return out_dir / f"{file_stem(recording.id)}.{recording.extension}"
+def recordings(small: list[Recording], long: Recording) -> dict[str, Recording]:
+    """What the emulator serves here: the long one first."""
+    return {rec.id: rec for rec in [long, *small]}
 
 
 def sent_with(emu: Emulator, token: str) -> int:
     return sum(headers.get("x-siro-auth-token") == token for headers in emu.stats.api_headers)
 
 
-def test_token_uses_expires_a_token_at_the_chosen_call(emu: Emulator, long: Recording) -> None:
+def test_token_uses_expires_a_token_at_the_chosen_call(emulator: Emulator, long: Recording) -> None:
     """The emulator switch itself: accepted twice, then 401 as an expired token."""
-    emu.faults.token_uses[FIRST] = 2
-    url = f"{emu.api_url}/v1/core/recordings/{long.id}/signedUrl"
+    emulator.faults.token_uses[FIRST] = 2
+    url = f"{emulator.api_url}/v1/core/recordings/{long.id}/signedUrl"
     with requests.Session() as session:
         answers = [session.post(url, headers={"x-siro-auth-token": FIRST}) for _ in range(3)]
     assert [answer.status_code for answer in answers] == [200, 200, 401]
     assert answers[2].json() == {"error": UNAUTHORIZED}
-    assert emu.faults.token_uses == {FIRST: 0}
+    assert emulator.faults.token_uses == {FIRST: 0}
 
 
 def test_token_expiring_mid_run_is_renewed_once_for_all_threads(
-    emu: Emulator, small: list[Recording], tmp_path: Path
+    emulator: Emulator, small: list[Recording], tmp_path: Path
 ) -> None:
     """Two threads meet the expiry at once; the provider is asked once, and every row is ok."""
-    emu.tokens.add(SECOND)
-    emu.faults.token_uses[FIRST] = 2
-    emu.faults.api_latency = LATENCY  # the 4 workers' first calls are all in flight at expiry
-    provider = Provider(emu, FIRST, SECOND, f"{TOKEN}-third")
+    emulator.tokens.add(SECOND)
+    emulator.faults.token_uses[FIRST] = 2
+    emulator.faults.api_latency = LATENCY  # the 4 workers' first calls are all in flight at expiry
+    provider = TokenProvider(FIRST, SECOND, f"{TOKEN}-third", emulator=emulator)
     ids = [rec.id for rec in small]
 
-    manifest = fetch_all(
+    manifest = fetch(
+        emulator,
         ids,
-        out_dir=tmp_path / "recordings",
-        manifest_path=tmp_path / "manifest.parquet",
+        tmp_path / "recordings",
+        tmp_path / "manifest.parquet",
         token=provider,
-        api_url=emu.api_url,
         workers=4,
-        progress=False,
         requests_per_minute=60_000,
     )
 
@@ -108,17 +81,17 @@ def test_token_expiring_mid_run_is_renewed_once_for_all_threads(
     for row, recording in zip(manifest.itertuples(), small, strict=True):
         assert sha256(Path(row.path)) == recording.sha256 == row.sha256
     # Once at the start (before any request), once after the expiry: not once per thread.
-    assert len(provider.calls) == 2
-    assert provider.calls[0] == 0
-    refused = sent_with(emu, FIRST) - 2
+    assert provider.calls == 2
+    assert provider.requests_seen[0] == 0
+    refused = sent_with(emulator, FIRST) - 2
     assert refused >= 2  # at least two threads met the 401 together
-    assert sent_with(emu, SECOND) == len(ids) - 2
-    assert emu.stats.api_requests == len(ids) + refused
-    assert max(emu.stats.api_calls.values()) <= 2
+    assert sent_with(emulator, SECOND) == len(ids) - 2
+    assert emulator.stats.api_requests == len(ids) + refused
+    assert max(emulator.stats.api_calls.values()) <= 2
 
 
 def test_renewed_token_rejected_too_stops_the_run_keeping_what_finished(
-    emu: Emulator, small: list[Recording], long: Recording, tmp_path: Path, caplog
+    emulator: Emulator, small: list[Recording], long: Recording, tmp_path: Path, caplog
 ) -> None:
     """A second 401: AuthError naming the cause, finished rows kept, partials kept, no new call.
 
@@ -127,23 +100,15 @@ def test_renewed_token_rejected_too_stops_the_run_keeping_what_finished(
     """
     out_dir, manifest_path = tmp_path / "recordings", tmp_path / "manifest.parquet"
     workers = 3
-    emu.faults.token_uses[FIRST] = 4
-    emu.faults.api_latency = LATENCY
-    emu.faults.bandwidth = 100_000
+    emulator.faults.token_uses[FIRST] = 4
+    emulator.faults.api_latency = LATENCY
+    emulator.faults.bandwidth = 100_000
     never_valid = f"{TOKEN}-never-valid"
-    provider = Provider(emu, FIRST, never_valid)
+    provider = TokenProvider(FIRST, never_valid, emulator=emulator)
     recordings = {rec.id: rec for rec in [long, *small]}
 
     with caplog.at_level(logging.DEBUG), pytest.raises(AuthError) as info:
-        fetch_all(
-            list(recordings),
-            out_dir=out_dir,
-            manifest_path=manifest_path,
-            token=provider,
-            api_url=emu.api_url,
-            workers=workers,
-            progress=False,
-        )
+        fetch(emulator, list(recordings), out_dir, manifest_path, token=provider, workers=workers)
 
     error = info.value
     assert error.status == 401
@@ -156,21 +121,21 @@ def test_renewed_token_rejected_too_stops_the_run_keeping_what_finished(
         assert FIRST not in text
         assert never_valid not in text
         assert TOKEN not in text
-    assert len(provider.calls) == 2
+    assert provider.calls == 2
 
     # No API request after the stop but those in flight: each thread sends at most one
     # refused call per token, and none arrives later than an answer's latency after the
     # first call with the renewed token (the one whose 401 stopped the run).
-    assert emu.stats.api_requests <= 4 + 2 * workers
-    times = emu.stats.api_request_times
+    assert emulator.stats.api_requests <= 4 + 2 * workers
+    times = emulator.stats.api_request_times
     renewed = [
         at
-        for at, headers in zip(times, emu.stats.api_headers, strict=True)
+        for at, headers in zip(times, emulator.stats.api_headers, strict=True)
         if headers.get("x-siro-auth-token") == never_valid
     ]
     assert renewed
     assert max(times) <= renewed[0] + LATENCY + 0.2
-    assert len(emu.stats.api_calls) < len(recordings)  # ids were left for the next run
+    assert len(emulator.stats.api_calls) < len(recordings)  # ids were left for the next run
 
     # The manifest on disk: the rows that finished, whole; nothing else claims a file.
     saved = read_manifest(manifest_path)
@@ -197,7 +162,7 @@ def test_renewed_token_rejected_too_stops_the_run_keeping_what_finished(
 
 
 def test_plain_token_rejected_stops_before_any_download(
-    emu: Emulator, small: list[Recording], tmp_path: Path
+    emulator: Emulator, small: list[Recording], tmp_path: Path
 ) -> None:
     """A string token cannot be renewed: the first 401 is an AuthError, nothing is fetched."""
     wrong = f"{TOKEN}-wrong"
@@ -205,21 +170,20 @@ def test_plain_token_rejected_stops_before_any_download(
     workers = 4
 
     with pytest.raises(AuthError) as info:
-        fetch_all(
+        fetch(
+            emulator,
             [rec.id for rec in small],
-            out_dir=out_dir,
-            manifest_path=manifest_path,
+            out_dir,
+            manifest_path,
             token=wrong,
-            api_url=emu.api_url,
             workers=workers,
-            progress=False,
             requests_per_minute=240,  # the other workers wait 0.25 s and more for their turn
         )
 
     assert info.value.status == 401
     assert str(info.value).startswith("401: token rejected")
     assert TOKEN not in str(info.value)
-    assert sum(emu.stats.storage_requests.values()) == 0
-    assert emu.stats.api_requests == 1  # the waiting workers learnt of the 401: none sent
+    assert sum(emulator.stats.storage_requests.values()) == 0
+    assert emulator.stats.api_requests == 1  # the waiting workers learnt of the 401: none sent
     assert read_manifest(manifest_path).empty
     assert [p for p in out_dir.iterdir() if p.is_file()] == []

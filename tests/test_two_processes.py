@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from support import sha256
 
 from siro_data import read_manifest
 from siro_data.manifest import journal_path
@@ -55,8 +56,7 @@ def test_overlapping_runs_share_the_work_and_corrupt_nothing(emulator, out_dir, 
     assert sorted(manifest["recording_id"]) == sorted(ids)  # each id exactly once
     assert manifest["error"].isna().all()
     for row in manifest.itertuples():
-        digest = hashlib.sha256(Path(row.path).read_bytes()).hexdigest()
-        assert digest == emulator.recordings[row.recording_id].sha256 == row.sha256
+        assert sha256(row.path) == emulator.recordings[row.recording_id].sha256 == row.sha256
     # The lock made the later process find the shared files finished: none came twice.
     assert emulator.stats.total_bytes_served == sum(r.size for r in emulator.recordings.values())
     assert all(count == 1 for count in emulator.stats.storage_requests.values())

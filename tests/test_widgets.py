@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
 import re
@@ -12,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
 from jupyter_client import KernelManager
+from support import fetch, sha256
 
-import siro_data
 from siro_data import widgets
 from siro_data.manifest import read_manifest
 from siro_data.naming import file_stem
@@ -346,15 +344,7 @@ def test_fetch_all_stopped_from_the_panel_then_resumed(
     clicker.start()
     ids = list(recordings)
     began = time.monotonic()
-    manifest = siro_data.fetch_all(
-        ids,
-        out_dir=out_dir,
-        manifest_path=manifest_path,
-        token=TOKEN,
-        api_url=emulator.api_url,
-        workers=2,
-        progress=panel,
-    )
+    manifest = fetch(emulator, ids, out_dir, manifest_path, workers=2, progress=panel)
     took = time.monotonic() - began
     clicker.join()
 
@@ -381,17 +371,10 @@ def test_fetch_all_stopped_from_the_panel_then_resumed(
         assert not list(out_dir.glob(f"{file_stem(recording_id)}.*[!t]"))
 
     emulator.faults.bandwidth = None
-    again = siro_data.fetch_all(
-        ids,
-        out_dir=out_dir,
-        manifest_path=manifest_path,
-        token=TOKEN,
-        api_url=emulator.api_url,
-        progress=Panel(),
-    )
+    again = fetch(emulator, ids, out_dir, manifest_path, progress=Panel())
     assert again["error"].isna().all()
     for row in again.itertuples():
-        assert hashlib.sha256(Path(row.path).read_bytes()).hexdigest() == row.sha256
+        assert sha256(row.path) == row.sha256
         assert Path(row.path).read_bytes() == recordings[row.recording_id].data
     assert not list(out_dir.glob("*.part"))
 

@@ -199,7 +199,8 @@ class ApiHandler(Handler):
         if rec_id in faults.api_status:
             self._error(faults.api_status[rec_id])
             return
-        if rec_id in faults.api_error_payload:
+        not_ready = rec_id in faults.api_error_payload
+        if not_ready or faults.not_ready_until.get(rec_id, 0.0) > emu.now():
             message = "Recording audio is not available yet"
             self._json(200, {"data": {"error": True, "errorMessage": message}})
             return

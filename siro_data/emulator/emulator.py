@@ -17,6 +17,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
 
 from .api import ApiHandler, RateLimiter
 from .base import Handler, Server
@@ -106,6 +108,39 @@ class Emulator:
     def add_recording(self, recording: Recording) -> None:
         """Serve `recording` too (replacing one with the same id)."""
         self.recordings[recording.id] = recording
+
+    def publish(
+        self,
+        recording: Recording,
+        *,
+        created: datetime | None = None,
+        ready_in: float | None = None,
+    ) -> Recording:
+        """A recording appears in the archive now: listed from now on, as Siro's grows.
+
+        Parameters
+        ----------
+        recording : Recording
+            What to serve.
+        created : datetime, optional
+            Its ``dateCreated``; default: now, by the emulator's clock. An earlier
+            date makes a recording that shows up late, after syncs that listed
+            past its date.
+        ready_in : float, optional
+            Seconds until its audio is ready: until then signedUrl answers
+            "Recording audio is not available yet" (``faults.not_ready_until``).
+
+        Returns
+        -------
+        Recording
+            The recording as served, with its ``date_created``.
+        """
+        when = created or datetime.fromtimestamp(self.now(), timezone.utc)
+        published = replace(recording, date_created=when)
+        self.add_recording(published)
+        if ready_in is not None:
+            self.faults.not_ready_until[published.id] = self.now() + ready_in
+        return published
 
     def start(self) -> Emulator:
         """Bind both servers and serve them on daemon threads; returns self."""

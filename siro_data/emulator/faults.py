@@ -33,6 +33,9 @@ class Faults:
     """id -> status answered with its documented body, on every call."""
     api_error_payload: set[str] = field(default_factory=set)
     """ids answered 200 ``{"data": {"error": true, "errorMessage": ...}}``."""
+    not_ready_until: dict[str, float] = field(default_factory=dict)
+    """id -> epoch seconds (the emulator's clock) before which the recording's audio is not
+    ready: signedUrl answers 200 ``{"data": {"error": true, ...}}`` until then."""
     api_malformed: dict[str, str] = field(default_factory=dict)
     """id -> "html" | "not_json" | "no_url": a 200 the client cannot use."""
     transient: dict[str, list[int]] = field(default_factory=dict)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import requests
+from support import TOKEN
 
 from siro_data.emulator import Emulator
-
-TOKEN = "test-token"
-TOKEN_HEADER = "x-siro-auth-token"
+from siro_data.sessions import TOKEN_HEADER
 
 
 def endpoint(emu: Emulator, rec_id: str) -> str:

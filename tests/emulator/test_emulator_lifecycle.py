@@ -12,23 +12,25 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import TOKEN
 
 from siro_data.emulator import Emulator, Faults, sample_recordings
+from siro_data.sessions import TOKEN_HEADER
 
-from .helpers import TOKEN, TOKEN_HEADER, sign, signed_url
+from .helpers import sign, signed_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_stats_count_per_id_and_reset(emu: Emulator, recs) -> None:
-    first, second = list(recs)[:2]
+def test_stats_count_per_id_and_reset(emulator: Emulator, recordings) -> None:
+    first, second = list(recordings)[:2]
     for rec_id in (first, first, second):
-        requests.get(signed_url(emu, rec_id), timeout=5)
-    stats = emu.stats
+        requests.get(signed_url(emulator, rec_id), timeout=5)
+    stats = emulator.stats
     assert stats.api_requests == 3 and stats.api_calls == {first: 2, second: 1}
     assert stats.storage_requests == {first: 2, second: 1}
-    assert stats.bytes_served[first] == 2 * recs[first].size
-    assert stats.total_bytes_served == 2 * recs[first].size + recs[second].size
+    assert stats.bytes_served[first] == 2 * recordings[first].size
+    assert stats.total_bytes_served == 2 * recordings[first].size + recordings[second].size
     assert len(stats.api_headers) == 3 and stats.api_headers[0][TOKEN_HEADER] == TOKEN
     assert len(stats.storage_headers) == 3
     assert stats.connections_opened == {"api": 3, "storage": 3}
@@ -37,24 +39,24 @@ def test_stats_count_per_id_and_reset(emu: Emulator, recs) -> None:
     assert not stats.connections_opened and not stats.api_request_times
 
 
-def test_stats_snapshot_is_a_copy_and_headers_can_be_dropped(emu: Emulator, rid: str) -> None:
-    requests.get(signed_url(emu, rid), timeout=5)
-    snapshot = emu.stats.snapshot()
-    emu.stats.forget_headers()
-    sign(emu, rid)
+def test_stats_snapshot_is_a_copy_and_headers_can_be_dropped(emulator: Emulator, rid: str) -> None:
+    requests.get(signed_url(emulator, rid), timeout=5)
+    snapshot = emulator.stats.snapshot()
+    emulator.stats.forget_headers()
+    sign(emulator, rid)
     assert snapshot.api_requests == 1 and snapshot.api_calls == {rid: 1}
-    assert snapshot.total_bytes_served == emu.stats.total_bytes_served > 0
+    assert snapshot.total_bytes_served == emulator.stats.total_bytes_served > 0
     assert len(snapshot.api_headers) == 1 and len(snapshot.storage_headers) == 1
-    assert emu.stats.api_requests == 2 and emu.stats.api_calls == {rid: 2}
-    assert len(emu.stats.api_headers) == 1 and emu.stats.storage_headers == []
+    assert emulator.stats.api_requests == 2 and emulator.stats.api_calls == {rid: 2}
+    assert len(emulator.stats.api_headers) == 1 and emulator.stats.storage_headers == []
 
 
-def test_stop_is_prompt_with_a_stalled_client(recs, rid: str) -> None:
-    emu = Emulator(recordings=recs, token=TOKEN, faults=Faults(stall_after={rid: 100}))
+def test_stop_is_prompt_with_a_stalled_client(recordings, rid: str) -> None:
+    emu = Emulator(recordings=recordings, token=TOKEN, faults=Faults(stall_after={rid: 100}))
     emu.start()
     url = signed_url(emu, rid)
     response = requests.get(url, stream=True, timeout=30)
-    assert response.raw.read(100) == recs[rid].data[:100]  # now the handler sleeps
+    assert response.raw.read(100) == recordings[rid].data[:100]  # now the handler sleeps
     idle = requests.Session()
     idle.get(url, timeout=5)  # and an idle keep-alive connection stays open
     started = time.monotonic()

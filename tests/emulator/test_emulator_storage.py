@@ -14,20 +14,22 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import TOKEN
 
 from siro_data.emulator import Emulator, Recording
+from siro_data.sessions import TOKEN_HEADER
 
-from .helpers import TOKEN, TOKEN_HEADER, endpoint, sign, signed_url
+from .helpers import endpoint, sign, signed_url
 
 
-def test_signed_url_shape_and_expiration_in_ms(emu: Emulator, rid: str, recs) -> None:
+def test_signed_url_shape_and_expiration_in_ms(emulator: Emulator, rid: str, recordings) -> None:
     before = time.time()
-    data = sign(emu, rid).json()["data"]
+    data = sign(emulator, rid).json()["data"]
     assert data["error"] is False
     assert before + 900 <= data["expiration"] / 1000 <= time.time() + 901
     url = urlsplit(data["url"])
-    assert f"{url.scheme}://{url.netloc}" == emu.storage_url
-    assert url.path == f"/siro-recordings/{rid}/audio.{recs[rid].extension}"
+    assert f"{url.scheme}://{url.netloc}" == emulator.storage_url
+    assert url.path == f"/siro-recordings/{rid}/audio.{recordings[rid].extension}"
     query = parse_qs(url.query)
     assert query["X-Goog-Algorithm"] == ["GOOG4-HMAC-SHA256"]
     assert query["X-Goog-Expires"] in (["900"], ["901"])
@@ -37,18 +39,18 @@ def test_signed_url_shape_and_expiration_in_ms(emu: Emulator, rid: str, recs) ->
     assert query["X-Goog-Credential"][0].endswith("/auto/storage/goog4_request")
 
 
-def test_expiration_in_seconds_and_custom_ttl(emu: Emulator, rid: str) -> None:
-    emu.faults.expiration_unit = "s"
-    emu.faults.url_ttl = 60
-    expiration = sign(emu, rid).json()["data"]["expiration"]
+def test_expiration_in_seconds_and_custom_ttl(emulator: Emulator, rid: str) -> None:
+    emulator.faults.expiration_unit = "s"
+    emulator.faults.url_ttl = 60
+    expiration = sign(emulator, rid).json()["data"]["expiration"]
     assert isinstance(expiration, int) and expiration < 1e11
     assert time.time() + 59 <= expiration <= time.time() + 61
 
 
-def test_download_whole_file(emu: Emulator, recs: dict[str, Recording]) -> None:
+def test_download_whole_file(emulator: Emulator, recordings: dict[str, Recording]) -> None:
     with requests.Session() as session:
-        for rec in recs.values():
-            response = session.get(signed_url(emu, rec.id), timeout=5)
+        for rec in recordings.values():
+            response = session.get(signed_url(emulator, rec.id), timeout=5)
             assert response.status_code == 200
             assert response.content == rec.data
             assert response.headers["Content-Length"] == str(rec.size)
@@ -59,20 +61,20 @@ def test_download_whole_file(emu: Emulator, recs: dict[str, Recording]) -> None:
             assert response.headers["x-goog-stored-content-length"] == str(rec.size)
             md5 = base64.b64encode(hashlib.md5(rec.data).digest()).decode()
             assert response.headers["x-goog-hash"] == f"md5={md5}"
-    assert emu.stats.connections_opened["storage"] == 1  # keep-alive
-    assert all(TOKEN_HEADER not in headers for headers in emu.stats.storage_headers)
+    assert emulator.stats.connections_opened["storage"] == 1  # keep-alive
+    assert all(TOKEN_HEADER not in headers for headers in emulator.stats.storage_headers)
 
 
-def test_head_answers_headers_only(emu: Emulator, rid: str, recs) -> None:
-    response = requests.head(signed_url(emu, rid), timeout=5)
+def test_head_answers_headers_only(emulator: Emulator, rid: str, recordings) -> None:
+    response = requests.head(signed_url(emulator, rid), timeout=5)
     assert response.status_code == 200 and response.content == b""
-    assert response.headers["Content-Length"] == str(recs[rid].size)
-    assert emu.stats.bytes_served[rid] == 0
+    assert response.headers["Content-Length"] == str(recordings[rid].size)
+    assert emulator.stats.bytes_served[rid] == 0
 
 
-def test_ranges(emu: Emulator, rid: str, recs) -> None:
-    data, total = recs[rid].data, recs[rid].size
-    url = signed_url(emu, rid)
+def test_ranges(emulator: Emulator, rid: str, recordings) -> None:
+    data, total = recordings[rid].data, recordings[rid].size
+    url = signed_url(emulator, rid)
     cases = {
         "bytes=100-199": (100, 199),
         f"bytes={total - 10}-": (total - 10, total - 1),
@@ -94,16 +96,16 @@ def test_ranges(emu: Emulator, rid: str, recs) -> None:
 
 
 @pytest.mark.parametrize("setting", [True, "per-id"])
-def test_ignore_range(emu: Emulator, rid: str, recs, setting) -> None:
-    emu.faults.ignore_range = True if setting is True else {rid}
-    response = requests.get(signed_url(emu, rid), headers={"Range": "bytes=100-"}, timeout=5)
-    assert response.status_code == 200 and response.content == recs[rid].data
+def test_ignore_range(emulator: Emulator, rid: str, recordings, setting) -> None:
+    emulator.faults.ignore_range = True if setting is True else {rid}
+    response = requests.get(signed_url(emulator, rid), headers={"Range": "bytes=100-"}, timeout=5)
+    assert response.status_code == 200 and response.content == recordings[rid].data
     assert "Content-Range" not in response.headers
 
 
-def test_expired_url_is_400_expired_token_xml(emu: Emulator, rid: str) -> None:
-    emu.faults.url_ttl = 0
-    response = requests.get(signed_url(emu, rid), timeout=5)
+def test_expired_url_is_400_expired_token_xml(emulator: Emulator, rid: str) -> None:
+    emulator.faults.url_ttl = 0
+    response = requests.get(signed_url(emulator, rid), timeout=5)
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/xml"
     assert response.text.startswith(
@@ -114,16 +116,16 @@ def test_expired_url_is_400_expired_token_xml(emu: Emulator, rid: str) -> None:
     assert response.text.endswith("</Details></Error>")
 
 
-def test_expired_url_s3_style_403(emu: Emulator, rid: str) -> None:
-    emu.faults.url_ttl = 0
-    emu.faults.expired_status = 403
-    response = requests.get(signed_url(emu, rid), timeout=5)
+def test_expired_url_s3_style_403(emulator: Emulator, rid: str) -> None:
+    emulator.faults.url_ttl = 0
+    emulator.faults.expired_status = 403
+    response = requests.get(signed_url(emulator, rid), timeout=5)
     assert response.status_code == 403
     assert "<Code>AccessDenied</Code><Message>Request has expired</Message>" in response.text
 
 
-def test_bad_signatures_are_403(emu: Emulator, rid: str) -> None:
-    url = signed_url(emu, rid)
+def test_bad_signatures_are_403(emulator: Emulator, rid: str) -> None:
+    url = signed_url(emulator, rid)
     signature = parse_qs(urlsplit(url).query)["X-Goog-Signature"][0]
     tampered = [
         url.replace(signature, signature[::-1]),
@@ -139,36 +141,38 @@ def test_bad_signatures_are_403(emu: Emulator, rid: str) -> None:
     assert requests.get(url, timeout=5).status_code == 200
 
 
-def test_storage_transient_and_html(emu: Emulator, rid: str, recs) -> None:
-    url = signed_url(emu, rid)
-    emu.faults.storage_transient[rid] = [503, 500]
+def test_storage_transient_and_html(emulator: Emulator, rid: str, recordings) -> None:
+    url = signed_url(emulator, rid)
+    emulator.faults.storage_transient[rid] = [503, 500]
     assert [requests.get(url, timeout=5).status_code for _ in range(3)] == [503, 500, 200]
-    emu.faults.storage_html.add(rid)
+    emulator.faults.storage_html.add(rid)
     response = requests.get(url, timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
-    assert response.content != recs[rid].data
+    assert response.content != recordings[rid].data
 
 
-def test_cut_after_gives_an_incomplete_read_once(emu: Emulator, rid: str, recs) -> None:
-    url = signed_url(emu, rid)
-    emu.faults.cut_after[rid] = 10_000
+def test_cut_after_gives_an_incomplete_read_once(emulator: Emulator, rid: str, recordings) -> None:
+    url = signed_url(emulator, rid)
+    emulator.faults.cut_after[rid] = 10_000
     received = bytearray()
     with requests.get(url, stream=True, timeout=5) as response:
-        assert response.headers["Content-Length"] == str(recs[rid].size)
+        assert response.headers["Content-Length"] == str(recordings[rid].size)
         with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
             for chunk in response.iter_content(4096):
                 received += chunk
     # urllib3 drops the partial buffer of the failed read: the client may hold fewer bytes.
-    assert 0 < len(received) <= 10_000 and bytes(received) == recs[rid].data[: len(received)]
-    assert emu.stats.bytes_served[rid] == 10_000
-    assert requests.get(url, timeout=5).content == recs[rid].data  # once only
+    assert 0 < len(received) <= 10_000 and bytes(received) == recordings[rid].data[: len(received)]
+    assert emulator.stats.bytes_served[rid] == 10_000
+    assert requests.get(url, timeout=5).content == recordings[rid].data  # once only
 
 
-def test_cut_times_cuts_several_responses_and_range_resumes(emu: Emulator, rid: str, recs) -> None:
-    url = signed_url(emu, rid)
-    emu.faults.cut_after[rid] = 5_000
-    emu.faults.cut_times[rid] = 2
+def test_cut_times_cuts_several_responses_and_range_resumes(
+    emulator: Emulator, rid: str, recordings
+) -> None:
+    url = signed_url(emulator, rid)
+    emulator.faults.cut_after[rid] = 5_000
+    emulator.faults.cut_times[rid] = 2
     data = bytearray()
     for _ in range(3):
         headers = {"Range": f"bytes={len(data)}-"} if data else {}
@@ -178,42 +182,42 @@ def test_cut_times_cuts_several_responses_and_range_resumes(emu: Emulator, rid: 
                     data += chunk
         except requests.exceptions.ChunkedEncodingError:
             continue
-    assert bytes(data) == recs[rid].data
-    assert emu.stats.storage_requests[rid] == 3
-    assert emu.faults.cut_after == {} and emu.faults.cut_times == {}
+    assert bytes(data) == recordings[rid].data
+    assert emulator.stats.storage_requests[rid] == 3
+    assert emulator.faults.cut_after == {} and emulator.faults.cut_times == {}
 
 
-def test_content_length_delta(emu: Emulator, rid: str, recs) -> None:
-    url = signed_url(emu, rid)
-    emu.faults.content_length_delta[rid] = -100
+def test_content_length_delta(emulator: Emulator, rid: str, recordings) -> None:
+    url = signed_url(emulator, rid)
+    emulator.faults.content_length_delta[rid] = -100
     response = requests.get(url, timeout=5)
-    assert response.status_code == 200 and response.content == recs[rid].data[:-100]
+    assert response.status_code == 200 and response.content == recordings[rid].data[:-100]
     # What gives the lie away, as on GCS: the stored length and hash of the whole object.
-    assert response.headers["x-goog-stored-content-length"] == str(recs[rid].size)
-    emu.faults.content_length_delta[rid] = 100
+    assert response.headers["x-goog-stored-content-length"] == str(recordings[rid].size)
+    emulator.faults.content_length_delta[rid] = 100
     with (
         requests.get(url, stream=True, timeout=5) as response,
         pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)),
     ):
-        assert response.headers["Content-Length"] == str(recs[rid].size + 100)
+        assert response.headers["Content-Length"] == str(recordings[rid].size + 100)
         response.content  # noqa: B018
 
 
-def test_stall_triggers_the_client_read_timeout(emu: Emulator, rid: str, recs) -> None:
-    url = signed_url(emu, rid)
-    emu.faults.stall_after[rid] = 1_000
+def test_stall_triggers_the_client_read_timeout(emulator: Emulator, rid: str, recordings) -> None:
+    url = signed_url(emulator, rid)
+    emulator.faults.stall_after[rid] = 1_000
     started = time.monotonic()
     with pytest.raises(requests.ConnectionError):  # a read timeout while streaming the body
         requests.get(url, timeout=(2, 0.5)).content  # noqa: B018
     assert 0.5 <= time.monotonic() - started < 2
-    assert emu.stats.bytes_served[rid] == 1_000
-    assert requests.get(url, timeout=2).content == recs[rid].data  # once only
+    assert emulator.stats.bytes_served[rid] == 1_000
+    assert requests.get(url, timeout=2).content == recordings[rid].data  # once only
 
 
-def test_bandwidth_and_ttfb(emu: Emulator, rid: str) -> None:
-    url = signed_url(emu, rid)
-    emu.faults.bandwidth = 100_000
-    emu.faults.storage_ttfb = 0.1
+def test_bandwidth_and_ttfb(emulator: Emulator, rid: str) -> None:
+    url = signed_url(emulator, rid)
+    emulator.faults.bandwidth = 100_000
+    emulator.faults.storage_ttfb = 0.1
     started = time.monotonic()
     response = requests.get(url, headers={"Range": "bytes=0-39999"}, timeout=5)
     elapsed = time.monotonic() - started
@@ -221,9 +225,9 @@ def test_bandwidth_and_ttfb(emu: Emulator, rid: str) -> None:
     assert 0.1 + 0.35 <= elapsed < 1.5
 
 
-def test_total_bandwidth_is_shared_by_concurrent_responses(emu: Emulator, rid: str) -> None:
-    emu.faults.total_bandwidth = 200_000
-    urls = [signed_url(emu, rid) for _ in range(2)]
+def test_total_bandwidth_is_shared_by_concurrent_responses(emulator: Emulator, rid: str) -> None:
+    emulator.faults.total_bandwidth = 200_000
+    urls = [signed_url(emulator, rid) for _ in range(2)]
     sizes = []
 
     def fetch(url: str) -> None:
@@ -260,44 +264,45 @@ class _Pattern:
         return _CYCLE[start % 251 : start % 251 + stop - start]
 
 
-def test_a_generated_body_is_served_slice_by_slice(emu: Emulator) -> None:
+def test_a_generated_body_is_served_slice_by_slice(emulator: Emulator) -> None:
     class Generated(Recording):
         sha256 = "0" * 64
         md5_base64 = "AAAAAAAAAAAAAAAAAAAAAA=="
 
     size = 3 * 1024 * 1024 + 5
-    emu.add_recording(Generated("generated", _Pattern(0, size), "wav", 1.0))  # type: ignore[arg-type]
-    url = signed_url(emu, "generated")
+    emulator.add_recording(Generated("generated", _Pattern(0, size), "wav", 1.0))  # type: ignore[arg-type]
+    url = signed_url(emulator, "generated")
     response = requests.get(url, headers={"Range": "bytes=1000000-"}, timeout=10)
     assert response.status_code == 206
     assert response.headers["Content-Range"] == f"bytes 1000000-{size - 1}/{size}"
     assert response.content == bytes(i % 251 for i in range(1_000_000, size))
 
 
-def test_logs_hold_no_signed_url(emu: Emulator, rid: str, caplog) -> None:
+def test_logs_hold_no_signed_url(emulator: Emulator, rid: str, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="siro_data.emulator")
-    url = signed_url(emu, rid)
+    url = signed_url(emulator, rid)
     requests.get(url, timeout=5)
     assert f"/siro-recordings/{rid}/audio.m4a?<redacted>" in caplog.text
     assert urlsplit(url).query not in caplog.text and "X-Goog-Signature" not in caplog.text
 
 
-def test_ids_with_slash_space_and_unicode(emu: Emulator, recs) -> None:
-    wav = next(rec for rec in recs.values() if rec.extension == "wav")
+def test_ids_with_slash_space_and_unicode(emulator: Emulator, recordings) -> None:
+    wav = next(rec for rec in recordings.values() if rec.extension == "wav")
     for rec_id in ("a/b", "with space", "ünï—çødé 録音", "50%/100%?#&=", "..", "."):
-        emu.add_recording(dataclasses.replace(wav, id=rec_id))
-        url = signed_url(emu, rec_id)
+        emulator.add_recording(dataclasses.replace(wav, id=rec_id))
+        url = signed_url(emulator, rec_id)
         assert urlsplit(url).path.count("/") == 3
         assert requests.get(url, timeout=5).content == wav.data
-        assert emu.stats.api_calls[rec_id] == 1
-        assert emu.stats.storage_requests[rec_id] == 1
+        assert emulator.stats.api_calls[rec_id] == 1
+        assert emulator.stats.storage_requests[rec_id] == 1
 
 
-def test_any_id_round_trips(recs) -> None:
-    flac = next(rec for rec in recs.values() if rec.extension == "flac")
+def test_any_id_round_trips(recordings, start_emulator) -> None:
+    flac = next(rec for rec in recordings.values() if rec.extension == "flac")
     ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=30)
+    emu = start_emulator({})
 
-    with Emulator(recordings={}, token=TOKEN) as emu, requests.Session() as session:
+    with requests.Session() as session:
 
         @settings(max_examples=40, deadline=None)
         @given(ids)

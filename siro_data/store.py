@@ -1,0 +1,205 @@
+"""Parquet files of one row per recording id: read some ids, fold new rows in.
+
+The manifest is such a file, and so is the listing :func:`siro_data.sync`
+keeps beside it. Both grow for years, so nothing here costs more than the
+rows asked for or added, plus one streaming pass: rows stay Arrow columns,
+never one Python object each; reading the rows of a few ids reads the id
+column first, row group by row group; folding new rows in rewrites the file a
+row group at a time, only the new rows' ids hashed. Files are replaced whole
+(:func:`siro_data.files.replacing`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .files import replacing
+
+#: The column that names the recording of a row.
+KEY = "recording_id"
+#: Rows per parquet row group: a fold or a read holds one group at a time.
+ROW_GROUP_ROWS = 1 << 16
+
+#: A column's pandas dtype (as the tables' column dicts name it) → its Arrow type. Strings
+#: are ``large_string``, what pandas' Arrow-backed strings hold: no copy either way.
+ARROW_TYPES = {
+    "string": pa.large_string(),
+    "float64": pa.float64(),
+    "Int64": pa.int64(),
+    "boolean": pa.bool_(),
+    "datetime64[ns, UTC]": pa.timestamp("ns", tz="UTC"),
+}
+#: Arrow type → the pandas dtype it reads as (others convert as pandas would).
+_PANDAS_TYPES = {
+    pa.large_string(): pd.StringDtype("pyarrow"),
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+
+def as_ids(ids: Iterable[str | None] | pa.Array) -> pa.Array:
+    """Ids as one Arrow array of ``large_string`` (the type of the key column)."""
+    if isinstance(ids, pa.Array):
+        return ids
+    return pa.array(list(ids), pa.large_string())
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``: columns in order, typed, missing ones null.
+
+    Files written before a column existed read with it empty.
+    """
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def to_pandas(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
+    """Rows held in Arrow as a frame of the dtypes ``schema`` stands for."""
+    return conform(table, schema).to_pandas(types_mapper=_PANDAS_TYPES.get)
+
+
+def concat(schema: pa.Schema, tables: Iterable[pa.Table]) -> pa.Table:
+    """Tables of ``schema`` one after another (an empty table when there are none)."""
+    return pa.concat_tables([schema.empty_table(), *tables])
+
+
+def write(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` whole or not at all, in row groups of ``ROW_GROUP_ROWS``."""
+    with replacing(path) as temporary:
+        pq.write_table(table, temporary, row_group_size=ROW_GROUP_ROWS)
+
+
+def scan(path: Path, schema: pa.Schema, wanted: pa.Array | None = None) -> pa.Table:
+    """The rows of a parquet file (only those of ``wanted`` ids, when given); none if no file.
+
+    With ``wanted``, the ids are read first, row group by row group: a group
+    holding none of them is not read further, so finding ten ids among a
+    million costs the id column.
+    """
+    if not path.exists():
+        return schema.empty_table()
+    file = pq.ParquetFile(path)
+    if wanted is None:
+        groups = range(file.num_row_groups)
+        return concat(schema, (conform(file.read_row_group(group), schema) for group in groups))
+    few = len(wanted) <= ROW_GROUP_ROWS  # hashed once per group; many: once for the file
+    mask = None if few else pc.is_in(file.read(columns=[KEY]).column(0), value_set=wanted)
+    kept, start = [], 0
+    for group in range(file.num_row_groups):
+        size = file.metadata.row_group(group).num_rows
+        if mask is None:
+            part = pc.is_in(file.read_row_group(group, columns=[KEY]).column(0), value_set=wanted)
+        else:
+            part = mask.slice(start, size)
+        start += size
+        if pc.any(part).as_py():
+            rows = file.read_row_group(group)
+            kept.append(conform(rows if pc.all(part).as_py() else rows.filter(part), schema))
+        pa.default_memory_pool().release_unused()  # a group's buffers, not kept for the next
+    return concat(schema, kept)
+
+
+def latest(rows: pa.Table) -> pa.Table:
+    """One row per recording: its latest, in the order recordings first appeared."""
+    ids = rows.column(KEY)
+    if pc.count_distinct(ids, mode="all").as_py() == rows.num_rows:
+        return rows  # each recording once already: no copy
+    positions = pa.table({KEY: ids, "at": np.arange(rows.num_rows)})
+    groups = positions.group_by(KEY, use_threads=False).aggregate([("at", "min"), ("at", "max")])
+    first_seen = pc.sort_indices(groups, sort_keys=[("at_min", "ascending")])
+    return rows.take(groups.column("at_max").take(first_seen))
+
+
+def merged(saved: pa.Table, new: pa.Table) -> pa.Table:
+    """``saved`` rows with ``new`` ones folded in (both one row per recording), in memory."""
+    folding = Folding(new)
+    return pa.concat_tables([folding.into(saved), folding.rest()])
+
+
+def fold(
+    path: Path, schema: pa.Schema, new: pa.Table, order: Sequence[str | None] | pa.Array = ()
+) -> int:
+    """Write ``path`` again with ``new`` rows (one per recording) folded in; its row count.
+
+    The file is streamed a row group at a time: a new row replaces the row of
+    its recording where that row stands; the others are appended, those named
+    in ``order`` in that order within the places they take.
+    """
+    folding = Folding(new)
+    count = 0
+    with replacing(path) as temporary, pq.ParquetWriter(temporary, schema) as writer:
+        if path.exists():
+            file = pq.ParquetFile(path)
+            for group in range(file.num_row_groups):
+                saved = folding.into(conform(file.read_row_group(group), schema))
+                writer.write_table(saved, row_group_size=ROW_GROUP_ROWS)
+                count += saved.num_rows
+                del saved
+                pa.default_memory_pool().release_unused()  # one group held at a time
+        appended = folding.rest(order)
+        writer.write_table(appended, row_group_size=ROW_GROUP_ROWS)
+        count += appended.num_rows
+    return count
+
+
+def rows_in(path: str | os.PathLike[str]) -> int:
+    """How many rows a parquet file holds (read from its footer)."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+class Folding:
+    """New rows (one per recording) folded into saved ones, a batch at a time.
+
+    A new row replaces the saved row of its recording where that row stands;
+    the new rows no saved row had follow at the end. Only the new rows' ids
+    are hashed: folding ten rows into a million costs a pass, not a table.
+    """
+
+    def __init__(self, new: pa.Table) -> None:
+        self.new = new
+        self.ids = new.column(KEY).combine_chunks()
+        self.placed = np.zeros(new.num_rows, dtype=bool)
+
+    def into(self, saved: pa.Table) -> pa.Table:
+        """``saved`` with the rows the new ones replace, replaced."""
+        if self.new.num_rows == 0:
+            return saved
+        where = pc.index_in(saved.column(KEY), value_set=self.ids)
+        if where.null_count == len(where):
+            return saved
+        self.placed[where.drop_null().to_numpy()] = True
+        mask = where.is_valid()
+        taken = self.new.take(where.fill_null(0))
+        columns = [pc.if_else(mask, taken.column(n), saved.column(n)) for n in saved.column_names]
+        return pa.Table.from_arrays(columns, schema=saved.schema)
+
+    def rest(self, order: Sequence[str | None] | pa.Array = ()) -> pa.Table:
+        """The new rows no saved row had, in their order, those named in ``order`` in its."""
+        return self.new.take(_in_call_order(self.ids, np.flatnonzero(~self.placed), order))
+
+
+def _in_call_order(
+    ids: pa.Array, rows: np.ndarray, order: Sequence[str | None] | pa.Array
+) -> np.ndarray:
+    """``rows`` (positions in ``ids``), those whose id is in ``order`` put in its order
+    within the places they hold; the others stay where they are.
+    """
+    rank = pc.index_in(ids.take(rows), value_set=as_ids(order))
+    slots = np.flatnonzero(rank.is_valid().to_numpy(zero_copy_only=False))
+    by_rank = slots[np.argsort(rank.drop_null().to_numpy(), kind="stable")]
+    arranged = rows.copy()
+    arranged[slots] = rows[by_rank]
+    return arranged
