@@ -65,14 +65,8 @@ def test_an_interrupt_in_jupyter_saves_then_stops_the_cell_and_the_queue(kernel)
     next_id = kernel.client.execute(NEXT)  # queued behind the busy cell, as Run All does
     interrupted = error = record = None
     stderr = []
-    for message in kernel.messages(timeout=120):
-        if message is None:
-            continue
-        kind, content = message["msg_type"], message["content"]
-        parent = message["parent_header"].get("msg_id")
-        state = content.get("data", {}).get("state", {})
-        done = re.search(r"(\d+) done", str(state.get("value", "")))
-        if kind == "comm_msg" and done and int(done.group(1)) >= 1 and not interrupted:
+    for kind, content, parent, _, done in kernel.events(timeout=120):
+        if kind == "comm_msg" and done >= 1 and not interrupted:
             kernel.manager.interrupt_kernel()  # the ■ button, after the first row
             interrupted = time.monotonic()
         if parent == fetch_id:

@@ -460,6 +460,19 @@ class Kernel:
                 yield None
         raise AssertionError(f"the kernel kept busy more than {timeout} s")
 
+    def events(self, timeout: float):
+        """IOPub messages as (type, content, parent's msg_id, widget state, rows the panel
+        counts done), silences left out.
+        """
+        for message in self.messages(timeout):
+            if message is None:
+                continue
+            content = message["content"]
+            state = content.get("data", {}).get("state", {})
+            done = re.search(r"(\d+) done", str(state.get("value", "")))
+            parent = message["parent_header"].get("msg_id")
+            yield message["msg_type"], content, parent, state, int(done.group(1)) if done else 0
+
     def run(self, code: str, timeout: float = 120) -> str:
         """Execute a cell to its end; its printed text (an error fails the test)."""
         msg_id = self.client.execute(code)
@@ -496,17 +509,11 @@ def test_stop_clicked_in_the_browser_ends_a_running_cell(kernel):
     began = time.monotonic()
     button = clicked = report = None
     idle = []
-    for message in kernel.messages(timeout=120):
-        if message is None:
-            continue
-        kind, content = message["msg_type"], message["content"]
-        parent = message["parent_header"].get("msg_id")
-        state = content.get("data", {}).get("state", {})
+    for kind, content, parent, state, done in kernel.events(timeout=120):
         if kind == "comm_open" and state.get("_model_name") == "ButtonModel":
             button = content["comm_id"]  # the panel is on screen: the cell runs
             kernel.click(other)
-        done = re.search(r"(\d+) done", str(state.get("value", "")))
-        if kind == "comm_msg" and done and int(done.group(1)) >= 1 and not clicked:
+        if kind == "comm_msg" and done >= 1 and not clicked:
             kernel.click(button)  # Stop, after the first row, while the cell still runs
             clicked = time.monotonic()
         if kind == "error":
