@@ -332,7 +332,11 @@ class _Run:
             held = partial_size(target)
             try:
                 result = self.downloader.download(
-                    signed.url, target, verify=audio.probe, on_bytes=self._on_bytes
+                    signed.url,
+                    target,
+                    verify=audio.probe,
+                    on_bytes=self._on_bytes,
+                    on_size=getattr(self.reporter, "expect_bytes", None),
                 )
             except DownloadError as exc:
                 if not self.downloader.expired(exc, signed.expires_within(0)):

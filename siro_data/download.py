@@ -97,9 +97,15 @@ class _Interrupted(Exception):
 class _Partial:
     """The ``.part`` file and running digests of what it holds (SHA-256 ours, MD5 as GCS's)."""
 
-    def __init__(self, path: Path, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_bytes: Callable[[int], None] | None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
         self.on_bytes = on_bytes
+        self.on_size = on_size
         #: The type of the bytes received in this call (unknown for an earlier run's).
         self.content_type: str | None = None
         self._empty()
@@ -117,6 +123,12 @@ class _Partial:
         self.sha256.update(chunk)
         self.md5.update(chunk)
         self.size += len(chunk)
+
+    def announced(self, size: int | None) -> None:
+        """The server said how large the file is: say once how many bytes are to come."""
+        if self.on_size and size is not None:
+            self.on_size(max(size - self.size, 0))
+            self.on_size = None
 
     def restart(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -159,6 +171,7 @@ def download(
     max_stalls: int = 5,
     verify: Callable[[Path], object] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    on_size: Callable[[int], None] | None = None,
 ) -> Download:
     """Download ``url`` to ``path``, continuing a partial left by an earlier attempt.
 
@@ -180,6 +193,9 @@ def download(
         What it returns is kept as ``Download.verified``.
     on_bytes : callable, optional
         Called with the size of every chunk written (progress, cancellation).
+    on_size : callable, optional
+        Called once, when storage first says the file's size, with the bytes
+        still to come (the size less what a partial already holds): an ETA's input.
 
     Returns
     -------
@@ -208,7 +224,7 @@ def download(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = _Partial(partial_path(path), on_bytes)
+    partial = _Partial(partial_path(path), on_bytes, on_size)
     resumed_from = partial.size
     own_session = session is None
     session = session or make_session()
@@ -301,6 +317,7 @@ def _attempt(
             length = response.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
         described = _Described.from_headers(response.headers, total)
+        partial.announced(described.size)
         partial.content_type = described.content_type
         partial.append(_body(response))
     if described.size is not None and partial.size < described.size:
@@ -403,6 +420,7 @@ class Downloader:
         *,
         verify: Callable[[Path], object] | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
     ) -> Download:
         """:func:`download` on this thread's Session, with this downloader's policy."""
         return download(
@@ -413,6 +431,7 @@ class Downloader:
             max_stalls=self.max_stalls,
             verify=verify,
             on_bytes=on_bytes,
+            on_size=on_size,
         )
 
     @staticmethod

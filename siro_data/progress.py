@@ -58,6 +58,9 @@ class Reporter(Protocol):
     def add_bytes(self, count: int) -> None:
         """``count`` more bytes of audio arrived."""
 
+    # Optional, called when present: ``expect_bytes(count)``, from worker threads, when a
+    # download begins and storage says how many bytes are to come (an ETA's input).
+
     def poll(self) -> None:
         """Called a few times a second while waiting: a place to handle UI events."""
 
@@ -176,6 +179,9 @@ class LogProgress:
 
     def add_bytes(self, count: int) -> None:
         self._tally.add_bytes(count)
+
+    def expect_bytes(self, count: int) -> None:
+        self._tally.expect_bytes(count)
 
     def poll(self) -> None:
         """A line when ``interval`` seconds have passed since the last one."""

@@ -24,10 +24,14 @@ RATE_WINDOW_SECONDS = 5.0
 class Tally:
     """Counts of one run, safe to update from worker threads.
 
-    The ETA is the bytes still to come (the recordings not finished, at the
-    mean size of those downloaded so far) at the rate bytes arrived since the
-    start. Rows that fail in a tenth of a second (a 403, a missing id) change
-    neither, so they do not make the estimate shrink.
+    The ETA is the bytes still to come at the rate bytes arrived since the
+    start. The bytes to come are what the downloads under way still expect
+    (storage announced their sizes: :meth:`expect_bytes`) plus, for the
+    recordings not started yet, the mean size of the downloads started so
+    far; without announced sizes, every recording not finished counts at the
+    mean size of those downloaded. Rows that fail in a tenth of a second (a
+    403, a missing id) change neither the bytes nor the rate, so they do not
+    make the estimate shrink.
 
     Examples
     --------
@@ -59,6 +63,8 @@ class Tally:
             self.started = now
             self._downloaded = 0  # ok rows finished in this run ...
             self._downloaded_bytes = 0  # ... and their sizes
+            self._started_downloads = 0  # downloads whose size storage announced ...
+            self._expected = 0  # ... and the bytes they were to bring
             self._samples: deque[tuple[float, int]] = deque([(now, 0)])
 
     def finished(self, row: Mapping[str, Any]) -> str:
@@ -81,6 +87,12 @@ class Tally:
         """``count`` more bytes of audio arrived."""
         with self._lock:
             self.bytes_received += count
+
+    def expect_bytes(self, count: int) -> None:
+        """A download began; storage says ``count`` more bytes are to come."""
+        with self._lock:
+            self._started_downloads += 1
+            self._expected += count
 
     @property
     def remaining(self) -> int:
@@ -108,9 +120,16 @@ class Tally:
             if not left:
                 return 0.0
             elapsed = now - self.started
-            if not self._downloaded or not self.bytes_received or elapsed <= 0:
+            if not self.bytes_received or elapsed <= 0:
                 return None
-            to_come = left * self._downloaded_bytes / self._downloaded
+            if self._started_downloads:
+                under_way = min(max(self._started_downloads - self._downloaded, 0), left)
+                mean = self._expected / self._started_downloads
+                to_come = max(self._expected - self.bytes_received, 0) + (left - under_way) * mean
+            elif self._downloaded:
+                to_come = left * self._downloaded_bytes / self._downloaded
+            else:
+                return None
             return to_come / (self.bytes_received / elapsed)
 
     def eta_text(self, now: float) -> str:

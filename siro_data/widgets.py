@@ -149,6 +149,10 @@ class Panel:
         """Count bytes received (from worker threads: no widget message is sent here)."""
         self._tally.add_bytes(count)
 
+    def expect_bytes(self, count: int) -> None:
+        """A download began with ``count`` bytes to come: for the ETA (from worker threads)."""
+        self._tally.expect_bytes(count)
+
     def poll(self) -> None:
         """Hear a click on Stop that waits in the kernel's queue, and refresh the panel."""
         clicks = deliver_clicks(self.stop_button)

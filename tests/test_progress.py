@@ -12,11 +12,12 @@ import textwrap
 
 import pandas as pd
 import pytest
-from support import fetch
+from support import fetch, final_path
 from test_cli import finish
 from test_cli import siro_data as command
 
 from siro_data import progress
+from siro_data.download import partial_path
 from siro_data.progress import LogProgress, TqdmProgress, reporter_for
 from siro_data.tally import Tally
 from siro_data.widgets import Panel
@@ -80,6 +81,42 @@ def test_eta_counts_the_bytes_still_to_come_not_fast_failures():
         tally.finished({"recording_id": f"s{n}", "error": "not fetched", "error_kind": "stopped"})
     assert tally.eta(now=10.0) == 0.0 and tally.remaining == 0
     assert tally.counts() == "1 done, 10 failed, 9 stopped, 0 remaining"
+
+
+def test_eta_counts_what_the_downloads_under_way_still_expect():
+    """Small files finish first: their mean size says little of the large one still coming."""
+    tally = Tally()
+    tally.start(total=4, done=0, now=0.0)
+    for size in (1_000_000, 1_000_000, 1_000_000, 10_000_000):  # storage announced them
+        tally.expect_bytes(size)
+    tally.add_bytes(4_000_000)
+    for name in "abc":
+        tally.finished({"recording_id": name, "error": None, "size_bytes": 1_000_000})
+    assert tally.eta(now=4.0) == pytest.approx(9.0)  # 9 MB still expected, at 1 MB/s
+
+
+class Expecting(LogProgress):
+    """Remembers what the run said was to come."""
+
+    def __init__(self) -> None:
+        super().__init__(interval=3600)
+        self.expected: list[int] = []
+
+    def expect_bytes(self, count: int) -> None:
+        super().expect_bytes(count)
+        self.expected.append(count)
+
+
+def test_a_run_tells_its_reporter_the_bytes_each_download_expects(emulator, out_dir, manifest_path):
+    recordings = list(emulator.recordings.values())
+    first = recordings[0]
+    partial = partial_path(final_path(out_dir, first))  # an earlier run's first 5,000 bytes
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(first.data[:5_000])
+    reporter = Expecting()
+    fetch(emulator, [rec.id for rec in recordings], out_dir, manifest_path, progress=reporter)
+    wanted = [first.size - 5_000, *(rec.size for rec in recordings[1:])]
+    assert sorted(reporter.expected) == sorted(wanted)
 
 
 def test_the_panel_leaves_a_readable_record_of_a_stopped_run():
