@@ -267,7 +267,7 @@ def test_stop_button(clock):
     assert calls == ["stop"]
 
 
-def test_an_interrupt_reads_as_stopped(clock):
+def test_rows_a_stop_left_out_read_as_stopped(clock):
     panel = Panel()
     panel.start(total=3, done=1, stop=lambda: None)
     panel.finished(stopped("b"))
