@@ -27,8 +27,15 @@ import pyarrow.compute as pc
 from . import audio, processors
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
-from .exceptions import AuthError, DownloadError, Interrupted, SiroDataError
-from .inputs import IdsLike, absolute, ensure_writable_dir, id_array, invalid_reason
+from .exceptions import AuthError, DownloadError, Interrupted, LocalFileError, SiroDataError
+from .inputs import (
+    IdsLike,
+    absolute,
+    check_manifest_files,
+    ensure_writable_dir,
+    id_array,
+    invalid_reason,
+)
 from .locks import LOCKS_FOLDER, acquire, recording_lock
 from .manifest import Journal, compact, resume
 from .naming import file_stem, url_extension
@@ -97,10 +104,13 @@ def run(
     keys = id_array(ids, id_column)
     out_dir, manifest_path = absolute(out_dir), absolute(manifest_path)
     ensure_writable_dir(out_dir, "out_dir")
-    ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
+    check_manifest_files(manifest_path)
     source = manifest_path if resume_from is None else absolute(resume_from)
 
-    resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
+    try:
+        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
+    except OSError as exc:  # known before any request: a sentence, not a traceback
+        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
     unfinished = processors.pending(steps, resumed)
     # Complete with nothing left to do: no task, and no Python object per row.
     untouched = resumed[~unfinished] if unfinished.any() else resumed
@@ -148,9 +158,11 @@ def run(
                 f"interrupted: the manifest keeps the rows finished, in {manifest_path};"
                 " run again to resume"
             ) from None
-        except BaseException:
+        except BaseException as exc:
             reporter.close()
             _save(manifest_path, keys, failing=True)
+            if isinstance(exc, OSError) and not isinstance(exc, LocalFileError):
+                raise LocalFileError(exc, "write") from exc  # the journal's append, say
             raise
         reporter.close()
     _save(manifest_path, keys, failing=False)
@@ -184,7 +196,7 @@ def _save(manifest_path: Path, keys: pa.Array, failing: bool) -> None:
         saved = compact(manifest_path, order=keys)
     except OSError as exc:
         if not failing:
-            raise
+            raise LocalFileError(exc, "save the manifest", manifest_path) from exc
         log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
     else:
         log.info("manifest saved to %s (%d rows)", manifest_path, saved)
@@ -286,14 +298,11 @@ class _Run:
         except AuthError:  # a bad token: every row would fail alike
             self.stop.set()  # before this thread takes the next id
             raise
-        except OSError as exc:  # a full disk, say: the same
+        except OSError as exc:  # a full disk, a folder gone: the same for every row
             self.stop.set()
-            log.error(
-                "%r: cannot write (%s); stopping, partial files are kept",
-                recording_id,
-                describe_error(exc),
-            )
-            raise
+            error = LocalFileError(exc, "write")  # the sentence the caller shows
+            log.info("%s; stopping, partial files are kept", error)
+            raise error from exc
         except SiroDataError as exc:
             log.info("%r failed: %s", recording_id, exc)
             return error_row(recording_id, str(exc), exc.kind, _expiration(attempt))
