@@ -6,18 +6,19 @@ Every end-to-end test talks HTTP to ``siro_data.emulator``; nothing in ``request
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
-from support import FAST_RETRIES, TOKEN, TokenProvider
+from support import FAST_RETRIES, TOKEN, TokenProvider, serve
 
 from siro_data import AuthError, SignedURL, SiroAPIError, SiroClient, __version__
-from siro_data.client import parse_expiration, signed_url_path
+from siro_data.client import signed_url_path
 from siro_data.emulator import Emulator, Recording, sample_recordings
 from siro_data.sessions import TOKEN_HEADER
 
@@ -403,6 +404,49 @@ def test_a_redirect_is_reported_not_followed(
     assert other_origin.seen == []  # type: ignore[attr-defined]
 
 
+# --- the API's clock and ours --------------------------------------------------------------------
+
+
+class _UndatedHandler(BaseHTTPRequestHandler):
+    """An API whose clock is an hour ahead, that sends no Date header and gives its
+    expiration in epoch microseconds.
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        signed_at = int(time.time()) + 3600
+        goog_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(signed_at))
+        url = (
+            f"http://127.0.0.1:9/b/rec/audio.m4a?X-Goog-Date={goog_date}&X-Goog-Expires=900"
+            "&X-Goog-Signature=0123abcd"
+        )
+        expiration = (signed_at + 900) * 10**6
+        body = json.dumps({"data": {"error": False, "url": url, "expiration": expiration}})
+        self.send_response_only(200)  # no Date, no Server
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_without_a_date_header_the_url_tells_the_apis_clock_and_expirations_unit() -> None:
+    """No Date: X-Goog-Date gives the skew. An expiration in microseconds (milliseconds by its
+    size: year 57,000) is read as the URL's own lifetime says.
+    """
+    with serve(_UndatedHandler) as server:
+        api_url = f"http://127.0.0.1:{server.server_address[1]}"
+        with SiroClient(TOKEN, api_url) as client:
+            signed = client.sign("rec")
+    assert client.clock_skew == pytest.approx(3600, abs=1)
+    assert signed.clock_skew == pytest.approx(3600, abs=1)
+    expected = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=4500)
+    assert abs(signed.expiration - expected) < pd.Timedelta(seconds=5)
+
+
 # --- construction --------------------------------------------------------------------------------
 
 
@@ -446,38 +490,6 @@ def test_api_url_must_be_http(url: str) -> None:
 
 
 # --- pure helpers --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (1767225600, "2026-01-01 00:00:00+00:00"),
-        (1767225600000, "2026-01-01 00:00:00+00:00"),
-        (1767225600.5, "2026-01-01 00:00:00.500000+00:00"),
-        (1767225600500, "2026-01-01 00:00:00.500000+00:00"),
-        (0, "1970-01-01 00:00:00+00:00"),
-        (99_999_999_999, "5138-11-16 09:46:39+00:00"),
-    ],
-)
-def test_parse_expiration_seconds_and_milliseconds(value: float, expected: str) -> None:
-    """Epoch seconds and epoch milliseconds both give the same UTC instant."""
-    parsed = parse_expiration(value)
-    assert parsed == pd.Timestamp(expected)
-    assert str(parsed.tz) == "UTC"
-
-
-@pytest.mark.parametrize("value", [None, True, False, "", "soon", float("nan"), [1], {}])
-def test_parse_expiration_rejects_non_numbers(value: object) -> None:
-    """Anything that is not a time means "unknown", not an exception."""
-    assert parse_expiration(value) is None
-
-
-@pytest.mark.parametrize(
-    "value", ["1767225600", "1767225600000", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00"]
-)
-def test_parse_expiration_reads_strings_too(value: str) -> None:
-    """The spec says number; a numeric or ISO 8601 string gives the same instant."""
-    assert parse_expiration(value) == pd.Timestamp("2026-01-01", tz="UTC")
 
 
 def test_expires_within_without_expiration() -> None:
