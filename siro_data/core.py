@@ -50,8 +50,6 @@ from .widgets import in_notebook
 
 log = logging.getLogger(__name__)
 
-#: A URL this close to its expiration is not worth starting a download with.
-EXPIRY_MARGIN_SECONDS = 1.0
 #: How often a waiting thread looks at the stop switch (and the reporter gets a ``poll``).
 POLL_SECONDS = 0.2
 #: Ids handed to the thread pool ahead of time, per worker.
@@ -311,16 +309,19 @@ class _Run:
             lock.release()
 
     def _fetch_unlocked(self, recording_id: str, attempt: _Attempt) -> Row:
-        """Sign, download into the partial, check; sign again when the URL expires."""
+        """Sign, download into the partial, check; sign again when the URL expires.
+
+        A fresh URL is always tried, whatever this machine's clock says of it: a clock
+        minutes or hours off must not give up a recording storage would serve. Only storage's
+        refusal of a URL held during a download says it expired: in so many words, or a bare
+        400/401/403 once its expiration has passed on the API's clock.
+        """
         assert self.client is not None  # made whenever a task has something to fetch
         discard = self.overwrite
         fruitless = 0
         while fruitless < self.downloader.max_fruitless_urls:
             self._check_stop()
             signed = attempt.signed = self.client.sign(recording_id)
-            if signed.expires_within(EXPIRY_MARGIN_SECONDS):
-                fruitless += 1
-                continue
             target = self.out_dir / f"{file_stem(recording_id)}.{url_extension(signed.url)}"
             if not discard and target.exists():
                 row = self.complete_elsewhere(recording_id)
