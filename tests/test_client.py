@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -405,6 +406,40 @@ def test_a_redirect_is_reported_not_followed(
 
 
 # --- the API's clock and ours --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("offset", "way"), [(-3600.0, "ahead of"), (3600.0, "behind")])
+def test_a_skewed_api_clock_is_measured_and_said_once(
+    emulator: Emulator, rid: str, offset: float, way: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An hour between the API's clock and ours: one warning saying so, however many calls;
+    the skew readable on the client and carried by each URL, which is judged on the API's clock.
+    """
+    caplog.set_level(logging.WARNING, logger="siro_data")
+    emulator.faults.clock_offset = offset
+    client = SiroClient(TOKEN, emulator.api_url, requests_per_minute=60_000)
+    with client, ThreadPoolExecutor(4) as pool:
+        assert client.clock_skew is None
+        signed = list(pool.map(client.sign, [rid] * 8))
+    assert client.clock_skew == pytest.approx(offset, abs=1)
+    assert all(s.clock_skew == pytest.approx(offset, abs=1) for s in signed)
+    assert not signed[0].expires_within(800)  # 900 s left on the API's clock, whatever ours says
+    assert signed[0].expires_within(1000)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"this machine's clock is 1 h 00 min {way} the API's; "
+        "signed URLs are judged by storage, not by this clock"
+    ]
+
+
+def test_a_close_clock_is_measured_without_a_warning(
+    emulator: Emulator, client: SiroClient, rid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="siro_data")
+    emulator.faults.clock_offset = 30.0
+    client.sign(rid)
+    assert client.clock_skew == pytest.approx(30, abs=1)
+    assert not caplog.records
 
 
 class _UndatedHandler(BaseHTTPRequestHandler):
