@@ -108,18 +108,7 @@ def run(
     check_manifest_files(manifest_path)
     source = manifest_path if resume_from is None else absolute(resume_from)
 
-    try:
-        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
-    except OSError as exc:  # known before any request: a sentence, not a traceback
-        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
-    unfinished = processors.pending(steps, resumed)
-    # Complete with nothing left to do: no task, and no Python object per row.
-    untouched = resumed[~unfinished] if unfinished.any() else resumed
-    to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
-    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
-    left = keys.filter(pc.invert(done)).to_pylist()  # Python objects only for the work to do
-    tasks = [(key, to_finish.get(key)) for key in left if invalid_reason(key) is None]
-    invalid = [key for key in left if invalid_reason(key) is not None]
+    untouched, tasks, invalid = _plan(keys, source, out_dir, steps, overwrite)
     journal = Journal(manifest_path)
     recorded = RowBuffer()
     finished: set[str | None] = set()
@@ -172,6 +161,29 @@ def run(
         manifest = in_order(untouched, keys)
     report_outcome(manifest)
     return manifest
+
+
+def _plan(
+    keys: pa.Array, source: Path, out_dir: Path, steps: Sequence[Processor], overwrite: bool
+) -> tuple[pd.DataFrame, list[tuple[str, Row | None]], list[str | None]]:
+    """What a run has to do: the rows complete with nothing left to do (no task, no Python
+    object per row), a task per id to finish (with its resumed row, if any), the invalid ids.
+    """
+    try:
+        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
+    except OSError as exc:  # known before any request: a sentence, not a traceback
+        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
+    unfinished = processors.pending(steps, resumed)
+    untouched = resumed[~unfinished] if unfinished.any() else resumed
+    to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
+    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
+    tasks, invalid = [], []
+    for key in keys.filter(pc.invert(done)).to_pylist():  # objects only for the work to do
+        if invalid_reason(key) is None:
+            tasks.append((key, to_finish.get(key)))
+        else:
+            invalid.append(key)
+    return untouched, tasks, invalid
 
 
 def report_outcome(manifest: pd.DataFrame) -> None:
