@@ -52,7 +52,7 @@ _MAX_FRAMES_PER_BYTE = 256
 
 
 def duration(path: str | os.PathLike[str]) -> float:
-    """Length of an audio file in seconds.
+    """Length of an audio file in seconds: :func:`probe`'s ``duration``.
 
     Parameters
     ----------
@@ -63,14 +63,7 @@ def duration(path: str | os.PathLike[str]) -> float:
     Returns
     -------
     float
-        Seconds.
-
-    Raises
-    ------
-    NotAudioError
-        The file is not audio (an HTML error page, random or truncated bytes).
-    FileNotFoundError
-        There is no such file (other ``OSError`` subclasses when it cannot be read).
+        Seconds. Raises as :func:`probe` does.
 
     Examples
     --------
@@ -80,16 +73,7 @@ def duration(path: str | os.PathLike[str]) -> float:
     >>> duration(wav)
     3.0
     """
-    info = soundfile_info(path)
-    if info is not None:
-        return info.frames / info.samplerate
-    return _container_duration(path)
-
-
-def _container_duration(path: str | os.PathLike[str]) -> float:
-    """Duration from the container's timing, after decoding one frame to prove it is audio."""
-    with PyAVSource(path) as source:
-        return _seconds(source)
+    return probe(path).duration
 
 
 def _seconds(source: PyAVSource) -> float:

@@ -18,7 +18,7 @@ import pandas as pd
 from ._version import __version__
 from .api import fetch_all
 from .client import TOKEN_ENV
-from .exceptions import AuthError
+from .exceptions import AuthError, LocalFileError
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, listing_path, sync
 
@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sync(args)
         ids = read_ids(args.ids, args.id_column)
         return _fetch(ids, args, token=None, api_url=args.api_url)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"siro-data: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # one sentence: the path and the cause
+        logging.getLogger(__name__).debug("what stopped the run", exc_info=exc)  # with -v
+        print(f"siro-data: error: {_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except AuthError as exc:
         print(f"siro-data: authentication failed, run stopped: {exc}", file=sys.stderr)
@@ -66,6 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("siro-data: interrupted; run again to continue", file=sys.stderr)
         return 130
+
+
+def _sentence(error: Exception) -> str:
+    """An error as one line: ours are sentences already; the system's say path and cause."""
+    if isinstance(error, LocalFileError):  # mid-run
+        return f"{error}; the run stopped, finished rows and partial files are kept"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
 
 
 def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: str | None) -> int:

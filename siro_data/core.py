@@ -27,8 +27,15 @@ import pyarrow.compute as pc
 from . import audio, processors
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
-from .exceptions import AuthError, DownloadError, SiroDataError
-from .inputs import IdsLike, absolute, ensure_writable_dir, id_array, invalid_reason
+from .exceptions import AuthError, DownloadError, LocalFileError, SiroDataError
+from .inputs import (
+    IdsLike,
+    absolute,
+    check_manifest_files,
+    ensure_writable_dir,
+    id_array,
+    invalid_reason,
+)
 from .locks import LOCKS_FOLDER, acquire, recording_lock
 from .manifest import Journal, compact, resume
 from .naming import file_stem, url_extension
@@ -96,18 +103,10 @@ def run(
     keys = id_array(ids, id_column)
     out_dir, manifest_path = absolute(out_dir), absolute(manifest_path)
     ensure_writable_dir(out_dir, "out_dir")
-    ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
+    check_manifest_files(manifest_path)
     source = manifest_path if resume_from is None else absolute(resume_from)
 
-    resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
-    unfinished = processors.pending(steps, resumed)
-    # Complete with nothing left to do: no task, and no Python object per row.
-    untouched = resumed[~unfinished] if unfinished.any() else resumed
-    to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
-    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
-    left = keys.filter(pc.invert(done)).to_pylist()  # Python objects only for the work to do
-    tasks = [(key, to_finish.get(key)) for key in left if invalid_reason(key) is None]
-    invalid = [key for key in left if invalid_reason(key) is not None]
+    untouched, tasks, invalid = _plan(keys, source, out_dir, steps, overwrite)
     journal = Journal(manifest_path)
     recorded = RowBuffer()
     finished: set[str | None] = set()
@@ -145,9 +144,11 @@ def run(
             for row in not_reached:
                 recorded.add(row)
                 reporter.finished(row)
-        except BaseException:
+        except BaseException as exc:
             reporter.close()
             _save(manifest_path, keys, failing=True)
+            if isinstance(exc, OSError) and not isinstance(exc, LocalFileError):
+                raise LocalFileError(exc, "write") from exc  # the journal's append, say
             raise
         reporter.close()
     _save(manifest_path, keys, failing=False)
@@ -158,6 +159,29 @@ def run(
         manifest = in_order(untouched, keys)
     report_outcome(manifest)
     return manifest
+
+
+def _plan(
+    keys: pa.Array, source: Path, out_dir: Path, steps: Sequence[Processor], overwrite: bool
+) -> tuple[pd.DataFrame, list[tuple[str, Row | None]], list[str | None]]:
+    """What a run has to do: the rows complete with nothing left to do (no task, no Python
+    object per row), a task per id to finish (with its resumed row, if any), the invalid ids.
+    """
+    try:
+        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
+    except OSError as exc:  # known before any request: a sentence, not a traceback
+        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
+    unfinished = processors.pending(steps, resumed)
+    untouched = resumed[~unfinished] if unfinished.any() else resumed
+    to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
+    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
+    tasks, invalid = [], []
+    for key in keys.filter(pc.invert(done)).to_pylist():  # objects only for the work to do
+        if invalid_reason(key) is None:
+            tasks.append((key, to_finish.get(key)))
+        else:
+            invalid.append(key)
+    return untouched, tasks, invalid
 
 
 def report_outcome(manifest: pd.DataFrame) -> None:
@@ -181,7 +205,7 @@ def _save(manifest_path: Path, keys: pa.Array, failing: bool) -> None:
         saved = compact(manifest_path, order=keys)
     except OSError as exc:
         if not failing:
-            raise
+            raise LocalFileError(exc, "save the manifest", manifest_path) from exc
         log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
     else:
         log.info("manifest saved to %s (%d rows)", manifest_path, saved)
@@ -283,14 +307,11 @@ class _Run:
         except AuthError:  # a bad token: every row would fail alike
             self.stop.set()  # before this thread takes the next id
             raise
-        except OSError as exc:  # a full disk, say: the same
+        except OSError as exc:  # a full disk, a folder gone: the same for every row
             self.stop.set()
-            log.error(
-                "%r: cannot write (%s); stopping, partial files are kept",
-                recording_id,
-                describe_error(exc),
-            )
-            raise
+            error = LocalFileError(exc, "write")  # the sentence the caller shows
+            log.info("%s; stopping, partial files are kept", error)
+            raise error from exc
         except SiroDataError as exc:
             log.info("%r failed: %s", recording_id, exc)
             return error_row(recording_id, str(exc), exc.kind, _expiration(attempt))

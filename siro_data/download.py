@@ -123,12 +123,16 @@ class _Partial:
         self._empty()
 
     def append(self, chunks: Iterable[bytes]) -> None:
-        with self.path.open("ab") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                self._digest(chunk)
-                if self.on_bytes:
-                    self.on_bytes(len(chunk))
+        try:
+            with self.path.open("ab") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    self._digest(chunk)
+                    if self.on_bytes:
+                        self.on_bytes(len(chunk))
+        except OSError as exc:  # a failed write does not say which file: this one
+            exc.filename = exc.filename or str(self.path)
+            raise
 
 
 @dataclass(frozen=True)

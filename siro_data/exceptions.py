@@ -75,3 +75,31 @@ class NotAudioError(SiroDataError):
     """What arrived is not audio (an HTML or XML error page, truncated bytes)."""
 
     kind = Kind.NOT_AUDIO
+
+
+class LocalFileError(SiroDataError, OSError):
+    """A file or folder of the run could not be read or written: the run stopped cleanly.
+
+    Its text is one sentence, what and where and why ("cannot write
+    /data/recordings/x.part: No space left on device"); ``errno``,
+    ``strerror`` and ``filename`` are those of the error it stands for. The
+    manifest keeps every finished row and partial files are kept: once the
+    cause is mended, the next run continues.
+
+    Parameters
+    ----------
+    error : OSError
+        What the operating system said.
+    doing : str
+        What was being done, as a verb ("write", "read", "save the manifest to").
+    path : path-like, optional
+        The file, when ``error`` does not name it.
+    """
+
+    def __init__(self, error: OSError, doing: str, path: object = None) -> None:
+        super().__init__(error.errno, error.strerror or str(error), error.filename or path)
+        self.doing = doing
+
+    def __str__(self) -> str:
+        where = f" {self.filename}" if self.filename else ""
+        return f"cannot {self.doing}{where}: {self.strerror}"

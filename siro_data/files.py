@@ -13,9 +13,42 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _umask_lock:  # elsewhere: set and put back, the only portable way to read it
+        current = os.umask(0o022)
+        os.umask(current)
+    return current
+
+
+_umask_lock = threading.Lock()
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets here: ``0o666`` less the umask (``0o664`` under ``002``).
+
+    For the files created through a library that sets a mode of its own
+    (filelock), so that they follow the umask as the others do.
+
+    Examples
+    --------
+    >>> new_file_mode() == 0o666 & ~umask()
+    True
+    """
+    return 0o666 & ~umask()
 
 
 def temporary_prefix(path: Path) -> str:

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .audio import FORMATS
+from .locks import lock_path
+from .manifest import journal_path
 
 IdsLike = pd.DataFrame | pd.Series | Iterable[Any]
 
@@ -124,3 +126,25 @@ def ensure_writable_dir(folder: Path, what: str) -> None:
             pass
     except OSError as exc:
         raise ValueError(f"{what} {folder} is not writable: {exc.strerror}") from None
+
+
+def check_manifest_files(path: Path, what: str = "manifest") -> None:
+    """Fail before any request when a file of the run, its journal or its lock cannot be used.
+
+    Each is opened as a run will (the file read, the journal appended to, the
+    lock written), so permissions, read-only mounts and ACLs all answer; one
+    that does not exist yet is made by the run. ``what`` names the file in
+    the message ("manifest", "listing", ...).
+    """
+    ensure_writable_dir(path.parent, f"the {what}'s folder")
+    for name, file, flags in (
+        (what, path, os.O_RDONLY),
+        (f"{what}'s journal", journal_path(path), os.O_WRONLY | os.O_APPEND),
+        (f"{what}'s lock", lock_path(path), os.O_RDWR),
+    ):
+        try:
+            os.close(os.open(file, flags))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ValueError(f"the {name} {file} cannot be opened: {exc.strerror}") from None

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .files import new_file_mode
+
 try:
     import fcntl
 except ImportError:  # Windows: filelock's own lock
@@ -33,8 +35,11 @@ def lock_path(path: str | os.PathLike[str]) -> Path:
 
 
 def recording_lock(out_dir: Path, stem: str) -> FileLock:
-    """The lock a process holds while it fetches the recording stored as ``stem``."""
-    return FileLock(out_dir / LOCKS_FOLDER / f"{stem}.lock")
+    """The lock a process holds while it fetches the recording stored as ``stem``.
+
+    Its file follows the umask, so a colleague of the group can take it in turn.
+    """
+    return FileLock(out_dir / LOCKS_FOLDER / f"{stem}.lock", mode=new_file_mode())
 
 
 def acquire(lock: FileLock, poll: float, check: Callable[[], None]) -> None:
@@ -66,7 +71,7 @@ def manifest_lock(path: Path, optional: bool = False) -> Iterator[None]:
             finally:
                 _unflock(held)
             return
-    lock = FileLock(lock_path(path), is_singleton=True)
+    lock = FileLock(lock_path(path), is_singleton=True, mode=new_file_mode())
     try:
         lock.acquire()
     except OSError:

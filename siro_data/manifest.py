@@ -241,6 +241,9 @@ class Journal:
                 data = memoryview(fence + lines)
                 while data:
                     data = data[os.write(journal, data) :]
+            except OSError as exc:  # a failed write does not say which file: this one
+                exc.filename = exc.filename or str(self.path)
+                raise
             finally:
                 os.close(journal)
 

@@ -42,8 +42,9 @@ import pyarrow.parquet as pq
 from . import core, processors, store
 from .client import SiroClient, TokenSource
 from .download import Downloader
+from .exceptions import LocalFileError
 from .files import replacing
-from .inputs import absolute, check_settings, ensure_writable_dir
+from .inputs import absolute, check_manifest_files, check_settings, ensure_writable_dir
 from .listing import LISTING_COLUMNS, DateLike, recording_query, recordings_frame
 from .locks import manifest_lock
 from .manifest import read_rows
@@ -217,7 +218,9 @@ def sync(
     watermark = _read_watermark(state)
     start = _start(since, watermark, overlap)
     ensure_writable_dir(out_dir, "out_dir")
-    ensure_writable_dir(manifest_path.parent, "manifest_path's folder")
+    check_manifest_files(manifest_path)
+    check_manifest_files(listing_path(manifest_path), "listing")
+    check_manifest_files(state, "sync state")
 
     if client is None:
         client = SiroClient(
@@ -337,8 +340,11 @@ def _keep(path: Path, listed: pd.DataFrame) -> None:
     if listed.empty:
         return
     rows = pa.Table.from_pandas(listed, schema=LISTING_SCHEMA, preserve_index=False)
-    with manifest_lock(path):
-        store.fold(path, LISTING_SCHEMA, store.latest(rows))
+    try:
+        with manifest_lock(path):
+            store.fold(path, LISTING_SCHEMA, store.latest(rows))
+    except OSError as exc:
+        raise LocalFileError(exc, "save the listing", path) from exc
 
 
 def _newest(listed: pd.DataFrame, watermark: pd.Timestamp | None) -> pd.Timestamp | None:
@@ -430,8 +436,11 @@ def _move_watermark(path: Path, newest: pd.Timestamp | None, filters: dict[str, 
             "filters": filters,
             "synced_at": _iso(pd.Timestamp.now(tz="UTC")),
         }
-        with replacing(path) as temporary:
-            temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        try:
+            with replacing(path) as temporary:
+                temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise LocalFileError(exc, "save the watermark", path) from exc
 
 
 def _utc(value: DateLike) -> pd.Timestamp:

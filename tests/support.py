@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import siro_data
 from siro_data.emulator import Emulator, Recording
@@ -140,3 +142,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip a test that cannot run here; where ``SIRO_DATA_CI`` is set (``.ci/run``), fail:
+    CI must run every test.
+    """
+    if condition:
+        return
+    if os.environ.get("SIRO_DATA_CI"):
+        pytest.fail(f"{reason}, and CI must run this test")
+    pytest.skip(reason)

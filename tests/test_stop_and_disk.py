@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -128,10 +129,13 @@ def test_full_disk_stops_the_run_keeps_partials_and_a_valid_manifest(
     disk = DiskFull(monkeypatch, out_dir.parent, budget=half)
     emulator.stats.reset()
 
+    caplog.set_level(logging.INFO, logger="siro_data.core")
     with pytest.raises(OSError) as info:
         fetch(emulator, ids, out_dir, manifest_path, workers=1)
 
     assert info.value.errno == errno.ENOSPC
+    assert str(info.value).startswith(f"cannot write {out_dir.absolute()}/")  # one sentence:
+    assert str(info.value).endswith(".part: No space left on device")  # the file, the cause
     assert "cannot write" in caplog.text and "partial files are kept" in caplog.text
     assert emulator.stats.api_requests == 1  # the run stopped at the first failed write
     partials = [path for path in out_dir.iterdir() if path.suffix == ".part"]

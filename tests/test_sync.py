@@ -5,7 +5,6 @@ retries that stop, kills, list calls that follow what is new, one pacer for list
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
+from support import TOKEN, sha256
 
 import siro_data
 from siro_data.emulator import Emulator, Recording, sample_recordings
@@ -27,7 +26,7 @@ END = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def archive() -> dict[str, Recording]:
+def recordings() -> dict[str, Recording]:
     """A growing archive's past: 240 recordings, two a day over 120 days, audio shared."""
     audio = list(sample_recordings(n=2).values())
     days = 120
@@ -44,12 +43,6 @@ def archive() -> dict[str, Recording]:
     }
 
 
-@pytest.fixture
-def emu(archive: dict[str, Recording]):
-    with Emulator(recordings=archive, token=TOKEN) as emulator:
-        yield emulator
-
-
 def synced(emu: Emulator, tmp_path: Path, **options) -> siro_data.SyncResult:
     options = {"token": TOKEN, "api_url": emu.api_url, "progress": False, **options}
     return siro_data.sync(tmp_path / "manifest.parquet", tmp_path / "audio", **options)
@@ -61,44 +54,40 @@ def newcomer(emu: Emulator, name: str, created: datetime, **options) -> Recordin
     return emu.publish(dataclasses.replace(audio, id=name), created=created, **options)
 
 
-def sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def watermark(tmp_path: Path) -> str | None:
     states = list(tmp_path.glob(".manifest.parquet.sync-*.json"))
     assert len(states) <= 1
     return json.loads(states[0].read_text())["watermark"] if states else None
 
 
-def test_the_first_sync_needs_since_and_asks_nothing_without_it(emu, tmp_path):
+def test_the_first_sync_needs_since_and_asks_nothing_without_it(emulator, tmp_path):
     with pytest.raises(ValueError, match=r"first sync .* needs since"):
-        synced(emu, tmp_path)
-    assert emu.stats.api_requests == 0
+        synced(emulator, tmp_path)
+    assert emulator.stats.api_requests == 0
 
 
-def test_daily_syncs_fetch_only_what_is_new_and_catch_late_and_not_ready_ones(emu, tmp_path):
+def test_daily_syncs_fetch_only_what_is_new_and_catch_late_and_not_ready_ones(emulator, tmp_path):
     since = END - timedelta(days=5)
-    first = synced(emu, tmp_path, since=since)
-    created_since = sum(rec.date_created > since for rec in emu.recordings.values())
+    first = synced(emulator, tmp_path, since=since)
+    created_since = sum(rec.date_created > since for rec in emulator.recordings.values())
     assert first.new == first.listed == created_since == 9
     assert first.recordings["error"].isna().all()
-    newest = max(rec.date_created for rec in emu.recordings.values())
+    newest = max(rec.date_created for rec in emulator.recordings.values())
     assert watermark(tmp_path) == f"{newest:%Y-%m-%dT%H:%M:%S}.000Z"
 
     # The next day: three new recordings, one created before the watermark that only shows
     # up now (late), one whose audio is not ready yet.
-    fresh = [newcomer(emu, f"new-{n}", newest + timedelta(hours=n + 1)) for n in range(3)]
-    late = newcomer(emu, "late", newest - timedelta(hours=30))
-    slow = newcomer(emu, "not-ready", newest + timedelta(hours=5), ready_in=3600)
-    emu.stats.reset()
+    fresh = [newcomer(emulator, f"new-{n}", newest + timedelta(hours=n + 1)) for n in range(3)]
+    late = newcomer(emulator, "late", newest - timedelta(hours=30))
+    slow = newcomer(emulator, "not-ready", newest + timedelta(hours=5), ready_in=3600)
+    emulator.stats.reset()
 
-    second = synced(emu, tmp_path)
+    second = synced(emulator, tmp_path)
 
     arrived = {rec.id for rec in [*fresh, late, slow]}
     assert second.new == len(arrived) and second.retried == 0
-    assert set(emu.stats.api_calls) == arrived  # complete rows of the overlap cost no call
-    assert set(emu.stats.bytes_served) == {rec.id for rec in [*fresh, late]}
+    assert set(emulator.stats.api_calls) == arrived  # complete rows of the overlap cost no call
+    assert set(emulator.stats.bytes_served) == {rec.id for rec in [*fresh, late]}
     rows = second.recordings.set_index("recording_id")
     assert rows.loc["not-ready", "error"] == (
         "200: signedUrl error: Recording audio is not available yet"
@@ -109,11 +98,11 @@ def test_daily_syncs_fetch_only_what_is_new_and_catch_late_and_not_ready_ones(em
     assert watermark(tmp_path) == f"{slow.date_created:%Y-%m-%dT%H:%M:%S}.000Z"
 
     # Later its audio is ready: the next sync retries it, and only it.
-    emu.faults.not_ready_until.clear()
-    emu.stats.reset()
-    third = synced(emu, tmp_path)
+    emulator.faults.not_ready_until.clear()
+    emulator.stats.reset()
+    third = synced(emulator, tmp_path)
     assert (third.new, third.retried) == (0, 1)
-    assert set(emu.stats.api_calls) == {"not-ready"}
+    assert set(emulator.stats.api_calls) == {"not-ready"}
     assert third.recordings.set_index("recording_id").loc["not-ready", "error"] is pd.NA
 
     everything = siro_data.read_recordings(tmp_path / "manifest.parquet")
@@ -122,59 +111,61 @@ def test_daily_syncs_fetch_only_what_is_new_and_catch_late_and_not_ready_ones(em
     assert everything.set_index("recording_id").loc["late", "date_created"] == late.date_created
 
 
-def test_list_calls_follow_what_is_new_not_the_archive(emu, tmp_path):
+def test_list_calls_follow_what_is_new_not_the_archive(emulator, tmp_path):
     """240 recordings, 100 a page: listing them all is 3 calls; a daily sync lists the
     overlap and the day's new ones in one."""
-    siro_data.list_recordings(since=END - timedelta(days=200), token=TOKEN, api_url=emu.api_url)
-    assert emu.stats.listing_requests == 3
+    siro_data.list_recordings(
+        since=END - timedelta(days=200), token=TOKEN, api_url=emulator.api_url
+    )
+    assert emulator.stats.listing_requests == 3
 
-    synced(emu, tmp_path, since=END - timedelta(days=5))
-    newest = max(rec.date_created for rec in emu.recordings.values())
+    synced(emulator, tmp_path, since=END - timedelta(days=5))
+    newest = max(rec.date_created for rec in emulator.recordings.values())
     for day in range(1, 5):
         for n in range(20):
-            newcomer(emu, f"day{day}-{n}", newest + timedelta(days=day, minutes=n))
-        emu.stats.reset()
-        result = synced(emu, tmp_path)
+            newcomer(emulator, f"day{day}-{n}", newest + timedelta(days=day, minutes=n))
+        emulator.stats.reset()
+        result = synced(emulator, tmp_path)
         # The overlap (3 days): two a day of the past until the newcomers fill it.
         assert result.new == 20
         assert result.listed <= 20 + 2 * 3 + 20 * 3
-        assert result.list_calls == emu.stats.listing_requests == 1
-        assert len(emu.stats.api_calls) == 20  # signing: the new ones only
+        assert result.list_calls == emulator.stats.listing_requests == 1
+        assert len(emulator.stats.api_calls) == 20  # signing: the new ones only
 
 
-def test_final_failures_are_not_asked_again_and_retries_stop_after_a_while(emu, tmp_path):
-    newest = max(rec.date_created for rec in emu.recordings.values())
-    gone = newcomer(emu, "gone", newest + timedelta(hours=1))
-    flaky = newcomer(emu, "flaky", newest + timedelta(hours=2))
-    emu.faults.api_status[gone.id] = 404
-    emu.faults.api_status[flaky.id] = 503
+def test_final_failures_are_not_asked_again_and_retries_stop_after_a_while(emulator, tmp_path):
+    newest = max(rec.date_created for rec in emulator.recordings.values())
+    gone = newcomer(emulator, "gone", newest + timedelta(hours=1))
+    flaky = newcomer(emulator, "flaky", newest + timedelta(hours=2))
+    emulator.faults.api_status[gone.id] = 404
+    emulator.faults.api_status[flaky.id] = 503
     since = newest - timedelta(days=4)  # before the next syncs' overlap: nothing else is new
-    first = synced(emu, tmp_path, since=since, retry_for=pd.Timedelta(days=2))
+    first = synced(emulator, tmp_path, since=since, retry_for=pd.Timedelta(days=2))
     kinds = first.recordings.set_index("recording_id")["error_kind"]
     assert (kinds["gone"], kinds["flaky"]) == ("not_found", "server_error")
 
     # A day later (by Siro's dates): the 503 is retried, the 404 is not asked again.
-    newcomer(emu, "next-day", newest + timedelta(days=1))
-    emu.stats.reset()
-    second = synced(emu, tmp_path, retry_for=pd.Timedelta(days=2))
+    newcomer(emulator, "next-day", newest + timedelta(days=1))
+    emulator.stats.reset()
+    second = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2))
     assert second.retried == 1
-    assert set(emu.stats.api_calls) == {"next-day", "flaky"}
+    assert set(emulator.stats.api_calls) == {"next-day", "flaky"}
 
     # Three days on, flaky is older than retry_for: it keeps its last error.
-    newcomer(emu, "later", newest + timedelta(days=3))
-    emu.stats.reset()
-    third = synced(emu, tmp_path, retry_for=pd.Timedelta(days=2))
+    newcomer(emulator, "later", newest + timedelta(days=3))
+    emulator.stats.reset()
+    third = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2))
     assert third.retried == 0
-    assert set(emu.stats.api_calls) == {"later"}
+    assert set(emulator.stats.api_calls) == {"later"}
     kept = siro_data.read_manifest(tmp_path / "manifest.parquet").set_index("recording_id")
     assert kept.loc["flaky", "error"].startswith("503")
 
 
-def test_each_team_is_listed_apart_and_kept_with_its_team(tmp_path):
+def test_each_team_is_listed_apart_and_kept_with_its_team(start_emulator, tmp_path):
     recordings = sample_recordings(n=12)
     teams = sorted({rec.team_id for rec in recordings.values()})[:2]
-    with Emulator(recordings=recordings, token=TOKEN) as emu:
-        result = synced(emu, tmp_path, since=END - timedelta(days=40), team_id=teams)
+    emu = start_emulator(recordings)
+    result = synced(emu, tmp_path, since=END - timedelta(days=40), team_id=teams)
     expected = {rec.id: rec.team_id for rec in recordings.values() if rec.team_id in teams}
     listed = result.recordings
     assert dict(zip(listed.recording_id, listed.team_id, strict=True)) == expected
@@ -183,17 +174,16 @@ def test_each_team_is_listed_apart_and_kept_with_its_team(tmp_path):
     assert len(list(tmp_path.glob(".manifest.parquet.sync-*.json"))) == 1  # one filter set
 
     # Another filter set keeps a watermark of its own.
-    with Emulator(recordings=recordings, token=TOKEN) as emu:
-        synced(emu, tmp_path, since=END - timedelta(days=40), result="closed")
+    synced(emu, tmp_path, since=END - timedelta(days=40), result="closed")
     assert len(list(tmp_path.glob(".manifest.parquet.sync-*.json"))) == 2
 
 
-def test_listing_and_signing_share_one_pace(emu, tmp_path):
+def test_listing_and_signing_share_one_pace(emulator, tmp_path):
     """The emulator refuses more than 5 calls a second; the sync paces all its calls at 4.5."""
-    emu.faults.rate_limit, emu.faults.rate_window = 5, 1.0
+    emulator.faults.rate_limit, emulator.faults.rate_window = 5, 1.0
     started = time.monotonic()
-    result = synced(emu, tmp_path, since=END - timedelta(days=8), requests_per_minute=270)
-    assert emu.stats.rate_limited == 0
+    result = synced(emulator, tmp_path, since=END - timedelta(days=8), requests_per_minute=270)
+    assert emulator.stats.rate_limited == 0
     calls = result.list_calls + result.new
     assert calls == 1 + 15  # one page, fifteen signed URLs
     assert time.monotonic() - started >= (calls - 1) / 4.5 * 0.95
@@ -208,45 +198,45 @@ def run_cli(emu: Emulator, tmp_path: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_a_sync_killed_midway_loses_nothing_and_the_next_one_finishes(emu, tmp_path):
-    newest = max(rec.date_created for rec in emu.recordings.values())
+def test_a_sync_killed_midway_loses_nothing_and_the_next_one_finishes(emulator, tmp_path):
+    newest = max(rec.date_created for rec in emulator.recordings.values())
     since = f"{newest - timedelta(days=2):%Y-%m-%dT%H:%M:%S}Z"
-    process = run_cli(emu, tmp_path, "--since", since)
+    process = run_cli(emulator, tmp_path, "--since", since)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     before = watermark(tmp_path)
     assert b"listed 4 recordings" in out and b"watermark: " in out
 
-    fresh = [newcomer(emu, f"new-{n}", newest + timedelta(hours=n + 1)) for n in range(8)]
-    emu.faults.bandwidth = 100_000  # a few seconds of downloading
-    emu.stats.reset()
-    process = run_cli(emu, tmp_path)
+    fresh = [newcomer(emulator, f"new-{n}", newest + timedelta(hours=n + 1)) for n in range(8)]
+    emulator.faults.bandwidth = 100_000  # a few seconds of downloading
+    emulator.stats.reset()
+    process = run_cli(emulator, tmp_path)
     deadline = time.monotonic() + 60
-    while sum(emu.stats.bytes_served.values()) < 150_000:
+    while sum(emulator.stats.bytes_served.values()) < 150_000:
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert watermark(tmp_path) == before  # moved only by a sync that finished
 
-    emu.faults.bandwidth = None
-    process = run_cli(emu, tmp_path)
+    emulator.faults.bandwidth = None
+    process = run_cli(emulator, tmp_path)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert b"fetched 8 new, retried 0" in out or b"retried" in out
     result = siro_data.read_recordings(tmp_path / "manifest.parquet").set_index("recording_id")
     for rec in fresh:
         assert sha256(result.loc[rec.id, "path"]) == rec.sha256
-    assert sum(emu.stats.bytes_served.values()) <= 1.25 * sum(rec.size for rec in fresh)
+    assert sum(emulator.stats.bytes_served.values()) <= 1.25 * sum(rec.size for rec in fresh)
     assert watermark(tmp_path) == f"{fresh[-1].date_created:%Y-%m-%dT%H:%M:%S}.000Z"
     assert not list((tmp_path / "audio").glob("*.part"))
 
 
-def test_the_cli_says_what_it_did_and_exits_as_fetch_does(emu, tmp_path):
-    newest = max(rec.date_created for rec in emu.recordings.values())
-    emu.faults.api_status["past-239"] = 404
+def test_the_cli_says_what_it_did_and_exits_as_fetch_does(emulator, tmp_path):
+    newest = max(rec.date_created for rec in emulator.recordings.values())
+    emulator.faults.api_status["past-239"] = 404
     since = f"{newest - timedelta(days=1):%Y-%m-%dT%H:%M:%S}Z"
-    process = run_cli(emu, tmp_path, "--since", since)
+    process = run_cli(emulator, tmp_path, "--since", since)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     text = out.decode()
@@ -254,10 +244,10 @@ def test_the_cli_says_what_it_did_and_exits_as_fetch_does(emu, tmp_path):
     assert "fetched 2 new, retried 0 that had failed" in text
     assert "not_found: 1 (e.g. 'past-239': 404: Recording not found)" in text
     assert f"watermark: {newest:%Y-%m-%dT%H:%M:%S}.000Z" in text
-    process = run_cli(emu, tmp_path)  # the first needs --since; later ones need nothing
+    process = run_cli(emulator, tmp_path)  # the first needs --since; later ones need nothing
     process.communicate(timeout=120)
     assert process.returncode == 1  # the 404 row is still there, not asked again
     (tmp_path / "elsewhere").mkdir()
-    process = run_cli(emu, tmp_path / "elsewhere")
+    process = run_cli(emulator, tmp_path / "elsewhere")
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and b"needs since" in err
