@@ -442,8 +442,20 @@ class Downloader:
     def expired(error: DownloadError, past_expiration: bool) -> bool:
         """Whether ``error`` means the URL expired: sign again and continue.
 
-        Storage said so, or refused (400/401/403) a URL whose expiration has
-        passed: some stores answer a bare ``403 AccessDenied``.
+        Storage said so (``ExpiredToken``, "expired"): that is the signal. Failing it,
+        a refusal (400/401/403) of a URL whose expiration has passed, since some stores
+        answer a bare ``403 AccessDenied``.
+
+        Parameters
+        ----------
+        error : DownloadError
+            What the download raised.
+        past_expiration : bool
+            Whether the URL's expiration has passed *on the API's clock*
+            (:meth:`siro_data.SignedURL.expires_within`: this machine's clock
+            corrected by the skew measured when it was signed). This machine's
+            clock alone would take a real refusal for an expiry when it runs
+            ahead, and miss an expiry when it runs behind.
         """
         refused = error.status in (400, 401, 403)
         return isinstance(error, ExpiredURLError) or (refused and past_expiration)

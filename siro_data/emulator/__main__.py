@@ -59,6 +59,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m siro_data.emu
         default=None,
         help="bytes per second of all storage responses together (a shared downlink)",
     )
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        help="seconds the emulator's clock is ahead of this machine's (negative: behind)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
@@ -71,6 +77,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m siro_data.emu
         storage_ttfb=args.ttfb,
         bandwidth=args.bandwidth,
         total_bandwidth=args.total_bandwidth,
+        clock_offset=args.clock_offset,
     )
     emulator = Emulator(
         recordings=sample_recordings(n=args.recordings),
