@@ -185,8 +185,7 @@ def test_a_pipeline_log_has_plain_progress_lines_only(tmp_path, emulator, ids_cs
     assert "6 recordings: 6 ok, 0 failed" in out
     assert not CONTROL.search(err), repr(err[:300])
     lines = err.splitlines()
-    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO "
-    assert all(re.match(stamp + r"siro_data\.progress: ", line) for line in lines), lines
+    assert all(line.startswith("INFO siro_data.progress: ") for line in lines), lines
     assert lines[0].endswith("siro_data.progress: fetching 6 recordings (0 already complete)")
     steps = [PROGRESS_LINE.search(line) for line in lines[1:-1]]
     assert len(steps) >= 3 and all(steps), lines
