@@ -11,8 +11,8 @@ Three runs of a copy of ``notebooks/quickstart.ipynb``:
 - the same with the kernel's Interrupt: the cell ends within 2 s with one short message, the
   cells after it do not run, nothing is fetched twice.
 
-Where Chromium or Playwright is missing the tests skip, except when ``SIRO_DATA_REQUIRE_BROWSER``
-is set (``.ci/run`` sets it): then they fail.
+Where Chromium or Playwright is missing the tests skip, except under ``.ci/run``
+(``SIRO_DATA_CI``): there they fail.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import free_port
+from support import free_port, require
 
 from siro_data.emulator import Emulator, sample_recordings
 
@@ -50,7 +50,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REQUIRED = "SIRO_DATA_REQUIRE_BROWSER"
 FETCH_CELL = "manifest = siro_data.fetch_all(wanted, **settings)"
 #: JupyterLab's own settings for the run: every cell in the page (no windowing), no news.
 LAB_SETTINGS = {
@@ -76,11 +75,7 @@ def _browser_or_skip() -> None:
         )
         if absent
     ]
-    if missing:
-        message = "no " + " and no ".join(missing)
-        if os.environ.get(REQUIRED):
-            pytest.fail(f"{message}, and {REQUIRED} is set")
-        pytest.skip(message)
+    require(not missing, "no " + " and no ".join(missing))
 
 
 @dataclass
