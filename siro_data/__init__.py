@@ -10,8 +10,10 @@ The building blocks are public too, each usable alone: :class:`SiroClient`
 (one id → one signed URL), :func:`download` and :class:`Downloader` (one URL →
 one file, resumable), :func:`duration` (one audio file → seconds),
 :func:`read_manifest` and :func:`write_manifest`. What a run shows is a
-:class:`Reporter`: :class:`TqdmProgress` in a terminal, :class:`Panel` (with a
-Stop button) in a notebook, or your own.
+:class:`Reporter`: :class:`Panel` (with a Stop button) in a notebook,
+:class:`TqdmProgress` in a terminal, :class:`LogProgress` in a pipeline's log,
+or your own. :func:`to_hf_dataset` and :func:`to_nemo_manifest` hand a
+manifest to the speech-data tools.
 """
 
 from ._version import __version__
@@ -27,9 +29,10 @@ from .exceptions import (
     SiroAPIError,
     SiroDataError,
 )
+from .export import to_hf_dataset, to_nemo_manifest
 from .listing import list_recordings
 from .manifest import read_manifest, write_manifest
-from .progress import Reporter, TqdmProgress
+from .progress import LogProgress, Reporter, TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import COLUMNS
 from .summary import summarize
@@ -44,6 +47,7 @@ __all__ = [
     "DownloadError",
     "Downloader",
     "ExpiredURLError",
+    "LogProgress",
     "NotAudioError",
     "Panel",
     "RateLimiter",
@@ -67,5 +71,7 @@ __all__ = [
     "sign",
     "summarize",
     "sync",
+    "to_hf_dataset",
+    "to_nemo_manifest",
     "write_manifest",
 ]

@@ -16,8 +16,8 @@ import pandas as pd
 from . import core, processors
 from .client import SiroClient, TokenSource
 from .download import Downloader
-from .inputs import IdsLike, check_settings, is_dask
-from .progress import Reporter, reporter_for
+from .inputs import IdsLike, absolute, check_settings, is_dask
+from .progress import ProgressChoice, Reporter, reporter_for
 from .sessions import DEFAULT_TIMEOUT
 
 
@@ -29,7 +29,7 @@ def fetch_all(
     token: TokenSource | None = None,
     api_url: str | None = None,
     workers: int = 16,
-    progress: bool | Reporter = True,
+    progress: bool | ProgressChoice | Reporter = "auto",
     overwrite: bool = False,
     *,
     client: SiroClient | None = None,
@@ -67,10 +67,14 @@ def fetch_all(
         recording spends ~0.1 s at the API and most of a second downloading,
         so about 12 in flight are needed to use Siro's 1000 calls a minute;
         16 leaves room (see the README's figures).
-    progress : bool or Reporter
-        Show progress: ``tqdm.auto`` bars (text in a terminal, widgets in
-        Jupyter), or nothing, or any :class:`siro_data.progress.Reporter`
-        such as :class:`siro_data.widgets.Panel`, which has a Stop button.
+    progress : {"auto", "bars", "log", "none"}, bool or Reporter
+        What the run shows. ``"auto"`` (or True): in Jupyter, a control panel
+        with a Stop button (:class:`siro_data.widgets.Panel`); where stderr is
+        a terminal, tqdm bars; elsewhere (cron, Airflow, CI), one plain log
+        line every 10 s through the ``siro_data.progress`` logger
+        (:class:`siro_data.progress.LogProgress`). ``"bars"`` and ``"log"``
+        choose one of those; ``"none"`` (or False) shows nothing; any
+        :class:`siro_data.progress.Reporter` is used as it is.
     overwrite : bool
         Fetch every recording again, even those already complete.
     client : SiroClient, optional
@@ -94,9 +98,10 @@ def fetch_all(
     pandas.DataFrame
         The manifest of this call: one row per distinct id, in input order,
         with the columns of :data:`siro_data.manifest.COLUMNS`. A row whose
-        ``error`` is null has its complete, checked file at ``path``. When the
-        run was stopped (the reporter's Stop, or an interrupt in Jupyter), the
-        ids it did not reach have ``error_kind`` "stopped"; run again to resume.
+        ``status`` is "ok" has its complete, checked file at ``path``; "failed"
+        rows say why in ``error``. When the run was stopped (the panel's Stop
+        button), the ids it did not reach have ``status`` "stopped": not a
+        failure; run again to resume.
 
     Raises
     ------
@@ -109,7 +114,9 @@ def fetch_all(
         Writing failed (a full disk, for instance): the run stopped the same
         way, partial files are kept for the next run.
     KeyboardInterrupt
-        Outside Jupyter, after the manifest was saved the same way.
+        Ctrl-C, or the kernel's interrupt in Jupyter: the run stops, the
+        manifest is saved the same way, then the interrupt goes on (so a
+        notebook's Run All stops there too).
 
     Notes
     -----
@@ -146,6 +153,7 @@ def fetch_all(
             convert_to,
         )
     check_settings(workers, convert_to)
+    reporter = reporter_for(progress, absolute(manifest_path))
 
     def connect() -> AbstractContextManager[SiroClient]:
         """The API client, made only when some id must be fetched (no token needed before)."""
@@ -161,7 +169,7 @@ def fetch_all(
             id_column=id_column,
             connect=connect,
             downloader=storage,
-            reporter=reporter_for(progress),
+            reporter=reporter,
             workers=workers,
             overwrite=overwrite,
             steps=processors.for_settings(convert_to, overwrite),

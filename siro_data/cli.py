@@ -3,6 +3,9 @@
 
 Exit status: 0 when every row is ok, 1 when some rows failed, 2 on a usage or
 authentication error (130 when interrupted).
+
+Progress (``--progress``): tqdm bars when stderr is a terminal, else one plain
+log line every 10 s, as :func:`siro_data.fetch_all` chooses them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ._version import __version__
 from .api import fetch_all
 from .client import TOKEN_ENV
 from .exceptions import AuthError, LocalFileError
+from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, listing_path, sync
 
@@ -37,6 +41,11 @@ def read_ids(path: Path, id_column: str) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["emulator"]:  # its own switches, its own --help
+        from .emulator.__main__ import main as emulator_main
+
+        return emulator_main(argv[1:], prog="siro-data emulator")
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -45,10 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # its retry notices would drown the summary; failures still show
         logging.getLogger("urllib3").setLevel(logging.ERROR)
-    if args.command == "emulator":
-        from .emulator.__main__ import main as emulator_main
-
-        return emulator_main(args.emulator_args)
+        logging.getLogger("siro_data.progress").setLevel(logging.INFO)  # the progress lines
     try:
         if args.command == "demo":
             return _demo(args)
@@ -64,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"siro-data: authentication failed, run stopped: {exc}", file=sys.stderr)
         print(f"the manifest keeps every row finished before: {args.manifest}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("siro-data: interrupted; run again to continue", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"siro-data: {exc or 'interrupted; run again to continue'}", file=sys.stderr)
         return 130
 
 
@@ -88,7 +94,7 @@ def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: st
         api_url=api_url,
         workers=args.workers,
         requests_per_minute=args.requests_per_minute,
-        progress=not args.quiet,
+        progress=_reporter(args),
         overwrite=args.overwrite,
         convert_to=args.convert_to,
     )
@@ -109,7 +115,7 @@ def _sync(args: argparse.Namespace) -> int:
         api_url=args.api_url,
         workers=args.workers,
         requests_per_minute=args.requests_per_minute,
-        progress=not args.quiet,
+        progress=_reporter(args),
         convert_to=args.convert_to,
         overlap=pd.Timedelta(hours=args.overlap_hours),
         retry_for=pd.Timedelta(days=args.retry_days),
@@ -118,6 +124,15 @@ def _sync(args: argparse.Namespace) -> int:
     print(f"manifest: {Path(args.manifest).absolute()}")
     print(f"listing: {listing_path(Path(args.manifest).absolute())}")
     return EXIT_SOME_FAILED if synced.recordings["error"].notna().any() else EXIT_OK
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    """What ``--progress`` (and ``--quiet``, ``--log-interval``) ask for."""
+    choice = "none" if args.quiet else args.progress
+    reporter = reporter_for(choice, Path(args.manifest).absolute())
+    if isinstance(reporter, LogProgress):
+        reporter.interval = args.log_interval
+    return reporter
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -155,7 +170,21 @@ def _parser() -> argparse.ArgumentParser:
         choices=["wav", "flac"],
         help="also write a WAV or FLAC copy of each recording (the audio_path column)",
     )
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument(
+        "--progress",
+        choices=["auto", "bars", "log", "none"],
+        default="auto",
+        help="tqdm bars, or one plain log line every --log-interval seconds"
+        " (auto: bars on a terminal, log lines elsewhere)",
+    )
+    common.add_argument(
+        "--log-interval",
+        type=float,
+        default=LOG_INTERVAL_SECONDS,
+        metavar="SECONDS",
+        help="seconds between two progress lines (default: %(default)g)",
+    )
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
     fetch = commands.add_parser(
@@ -201,11 +230,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the whole job against the built-in emulator (no token, no network)",
     )
-    emulator = commands.add_parser(
-        "emulator", help="serve the local Siro emulator (see: siro-data emulator -- --help)"
+    commands.add_parser(  # listed here; main() hands its arguments to the emulator's own parser
+        "emulator", help="serve the local Siro emulator (siro-data emulator --help: its switches)"
     )
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    emulator.set_defaults(verbose=False)
     return parser
 
 

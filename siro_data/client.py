@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import pandas as pd
 import requests
 from urllib3.util.retry import Retry
 
+from .clock import ApiClock, Lifetime, cross_checked, skew_from_date, skew_from_url
 from .exceptions import AuthError, SiroAPIError
 from .ratelimit import RateLimiter
 from .sessions import (
@@ -37,8 +39,6 @@ DEFAULT_API_URL = "https://api.siro.ai"
 TOKEN_ENV = "SIRO_AUTH_TOKEN"
 API_URL_ENV = "SIRO_API_URL"
 RECORDINGS_PATH = "/v1/core/recordings"
-#: An ``expiration`` above this is epoch milliseconds, not seconds (1e11 s is year 5138).
-_MILLISECONDS_THRESHOLD = 1e11
 
 TokenSource = str | Callable[[], str]
 
@@ -52,53 +52,33 @@ class SignedURL:
     url : str
         The signed URL itself: a secret until it expires.
     expiration : pandas.Timestamp or None
-        When it expires (UTC), if the API said.
+        When it expires (UTC), if the API said: an instant by the API's clock.
+    clock_skew : float
+        The API's clock minus this machine's, in seconds, as measured when it was signed
+        (positive: this machine's clock is behind). Whether the URL has expired is judged
+        on the API's clock, never on this machine's alone.
     """
 
     url: str = field(repr=False)
     expiration: pd.Timestamp | None = None
+    clock_skew: float = 0.0
 
     def expires_within(self, seconds: float) -> bool:
-        """Whether the URL is expired, or will be in ``seconds``."""
+        """Whether the URL is expired, or will be in ``seconds``, by the API's clock.
+
+        The API's "now" is this machine's clock plus :attr:`clock_skew`. Storage alone says
+        for sure that a URL has expired: this is for a URL held a while that storage
+        refused without saying why, never a reason not to try a fresh one.
+        """
         if self.expiration is None:
             return False
-        return self.expiration <= pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=seconds)
+        api_now = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=self.clock_skew)
+        return self.expiration <= api_now + pd.Timedelta(seconds=seconds)
 
     def __repr__(self) -> str:
         parts = urlsplit(self.url)
         where = f"{parts.scheme}://{parts.netloc}{parts.path}?<redacted>"
         return f"SignedURL({where}, expiration={self.expiration})"
-
-
-def parse_expiration(value: object) -> pd.Timestamp | None:
-    """Siro's ``expiration`` (no unit documented) as a UTC timestamp.
-
-    Examples
-    --------
-    >>> parse_expiration(1767225600)
-    Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
-    >>> parse_expiration(1767225600000)
-    Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
-    >>> parse_expiration("2026-01-01T00:00:00Z")
-    Timestamp('2026-01-01 00:00:00+0000', tz='UTC')
-    >>> parse_expiration(None) is None
-    True
-    """
-    if isinstance(value, str):  # the spec says number; a string is read too, not lost
-        try:
-            value = float(value)
-        except ValueError:
-            try:
-                stamp = pd.Timestamp(value)
-            except ValueError:
-                return None
-            if pd.isna(stamp):
-                return None
-            return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        return None
-    unit = "ms" if value > _MILLISECONDS_THRESHOLD else "s"
-    return pd.Timestamp(value, unit=unit, tz="UTC")
 
 
 class _Token:
@@ -249,6 +229,18 @@ class SiroClient:
         self.rate_limiter = rate_limiter or RateLimiter(requests_per_minute, 60.0)
         self.timeout = timeout
         self._sessions = ThreadSessions(retries or retry_policy())
+        self._clock = ApiClock()
+
+    @property
+    def clock_skew(self) -> float | None:
+        """The API's clock minus this machine's, in whole seconds; None until an answer came.
+
+        Measured on every answer from its ``Date`` header (else from when a signed URL says
+        it was signed). Positive: this machine's clock is behind. Past a minute, the client
+        logs one warning saying by how much. Signed URLs are judged on the API's clock, and
+        a fresh one is always tried: storage, not this clock, says whether it has expired.
+        """
+        return self._clock.skew
 
     def sign(self, recording_id: str) -> SignedURL:
         """A fresh signed URL for one recording.
@@ -348,6 +340,7 @@ class SiroClient:
         except requests.RequestException as exc:
             message = f"no answer from the API: {describe_error(exc, token)}"
             raise SiroAPIError(None, message) from None
+        self._clock.observe(skew_from_date(response.headers.get("Date"), time.time()))
         if response.is_redirect:
             where = urlsplit(response.headers.get("Location", ""))
             origin = f"{where.scheme}://{where.netloc}" if where.netloc else "the same host"
@@ -372,7 +365,11 @@ class SiroClient:
         url = data.get("url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             raise SiroAPIError(200, "signedUrl answer has no usable url")
-        return SignedURL(url, parse_expiration(data.get("expiration")))
+        stated = Lifetime.of(url)
+        if "Date" not in response.headers:  # when the URL was signed tells the API's clock
+            self._clock.observe(skew_from_url(stated, time.time()))
+        expiration = cross_checked(data.get("expiration"), stated)
+        return SignedURL(url, expiration, self._clock.skew or 0.0)
 
     @staticmethod
     def _parse_page(response: requests.Response) -> tuple[list[dict[str, Any]], str | None]:

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from . import audio, processors
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
-from .exceptions import AuthError, DownloadError, LocalFileError, SiroDataError
+from .exceptions import AuthError, DownloadError, Interrupted, LocalFileError, SiroDataError
 from .inputs import (
     IdsLike,
     absolute,
@@ -53,12 +53,9 @@ from .rows import (
     to_arrow,
 )
 from .sessions import describe_error
-from .widgets import in_notebook
 
 log = logging.getLogger(__name__)
 
-#: A URL this close to its expiration is not worth starting a download with.
-EXPIRY_MARGIN_SECONDS = 1.0
 #: How often a waiting thread looks at the stop switch (and the reporter gets a ``poll``).
 POLL_SECONDS = 0.2
 #: Ids handed to the thread pool ahead of time, per worker.
@@ -108,18 +105,7 @@ def run(
     check_manifest_files(manifest_path)
     source = manifest_path if resume_from is None else absolute(resume_from)
 
-    try:
-        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
-    except OSError as exc:  # known before any request: a sentence, not a traceback
-        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
-    unfinished = processors.pending(steps, resumed)
-    # Complete with nothing left to do: no task, and no Python object per row.
-    untouched = resumed[~unfinished] if unfinished.any() else resumed
-    to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
-    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
-    left = keys.filter(pc.invert(done)).to_pylist()  # Python objects only for the work to do
-    tasks = [(key, to_finish.get(key)) for key in left if invalid_reason(key) is None]
-    invalid = [key for key in left if invalid_reason(key) is not None]
+    untouched, tasks, invalid = _plan(keys, source, out_dir, steps, overwrite)
     journal = Journal(manifest_path)
     recorded = RowBuffer()
     finished: set[str | None] = set()
@@ -146,17 +132,19 @@ def run(
             for key in invalid:
                 record(error_row(key, f"invalid id: {invalid_reason(key)}", Kind.INVALID_ID))
             if tasks:
-                try:
-                    work.execute(tasks, record)
-                except KeyboardInterrupt:
-                    if not in_notebook():
-                        raise
-                    log.warning("interrupted: the run stopped, run again to resume")
+                work.execute(tasks, record)
             not_reached = [stopped_row(key) for key, _ in tasks if key not in finished]
             journal.extend(not_reached)
             for row in not_reached:
                 recorded.add(row)
                 reporter.finished(row)
+        except KeyboardInterrupt:  # the whole queue stops, as for any cell: save, then say so
+            reporter.close()
+            _save(manifest_path, keys, failing=True)
+            raise Interrupted(
+                f"interrupted: the manifest keeps the rows finished, in {manifest_path};"
+                " run again to resume"
+            ) from None
         except BaseException as exc:
             reporter.close()
             _save(manifest_path, keys, failing=True)
@@ -172,6 +160,29 @@ def run(
         manifest = in_order(untouched, keys)
     report_outcome(manifest)
     return manifest
+
+
+def _plan(
+    keys: pa.Array, source: Path, out_dir: Path, steps: Sequence[Processor], overwrite: bool
+) -> tuple[pd.DataFrame, list[tuple[str, Row | None]], list[str | None]]:
+    """What a run has to do: the rows complete with nothing left to do (no task, no Python
+    object per row), a task per id to finish (with its resumed row, if any), the invalid ids.
+    """
+    try:
+        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
+    except OSError as exc:  # known before any request: a sentence, not a traceback
+        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
+    unfinished = processors.pending(steps, resumed)
+    untouched = resumed[~unfinished] if unfinished.any() else resumed
+    to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
+    done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
+    tasks, invalid = [], []
+    for key in keys.filter(pc.invert(done)).to_pylist():  # objects only for the work to do
+        if invalid_reason(key) is None:
+            tasks.append((key, to_finish.get(key)))
+        else:
+            invalid.append(key)
+    return untouched, tasks, invalid
 
 
 def report_outcome(manifest: pd.DataFrame) -> None:
@@ -320,16 +331,19 @@ class _Run:
             lock.release()
 
     def _fetch_unlocked(self, recording_id: str, attempt: _Attempt) -> Row:
-        """Sign, download into the partial, check; sign again when the URL expires."""
+        """Sign, download into the partial, check; sign again when the URL expires.
+
+        A fresh URL is always tried, whatever this machine's clock says of it: a clock
+        minutes or hours off must not give up a recording storage would serve. Only storage's
+        refusal of a URL held during a download says it expired: in so many words, or a bare
+        400/401/403 once its expiration has passed on the API's clock.
+        """
         assert self.client is not None  # made whenever a task has something to fetch
         discard = self.overwrite
         fruitless = 0
         while fruitless < self.downloader.max_fruitless_urls:
             self._check_stop()
             signed = attempt.signed = self.client.sign(recording_id)
-            if signed.expires_within(EXPIRY_MARGIN_SECONDS):
-                fruitless += 1
-                continue
             target = self.out_dir / f"{file_stem(recording_id)}.{url_extension(signed.url)}"
             if not discard and target.exists():
                 row = self.complete_elsewhere(recording_id)
@@ -340,7 +354,11 @@ class _Run:
             held = partial_size(target)
             try:
                 result = self.downloader.download(
-                    signed.url, target, verify=audio.probe, on_bytes=self._on_bytes
+                    signed.url,
+                    target,
+                    verify=audio.probe,
+                    on_bytes=self._on_bytes,
+                    on_size=getattr(self.reporter, "expect_bytes", None),
                 )
             except DownloadError as exc:
                 if not self.downloader.expired(exc, signed.expires_within(0)):

@@ -97,9 +97,15 @@ class _Interrupted(Exception):
 class _Partial:
     """The ``.part`` file and running digests of what it holds (SHA-256 ours, MD5 as GCS's)."""
 
-    def __init__(self, path: Path, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_bytes: Callable[[int], None] | None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
         self.on_bytes = on_bytes
+        self.on_size = on_size
         #: The type of the bytes received in this call (unknown for an earlier run's).
         self.content_type: str | None = None
         self._empty()
@@ -117,6 +123,12 @@ class _Partial:
         self.sha256.update(chunk)
         self.md5.update(chunk)
         self.size += len(chunk)
+
+    def announced(self, size: int | None) -> None:
+        """The server said how large the file is: say once how many bytes are to come."""
+        if self.on_size and size is not None:
+            self.on_size(max(size - self.size, 0))
+            self.on_size = None
 
     def restart(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -163,6 +175,7 @@ def download(
     max_stalls: int = 5,
     verify: Callable[[Path], object] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    on_size: Callable[[int], None] | None = None,
 ) -> Download:
     """Download ``url`` to ``path``, continuing a partial left by an earlier attempt.
 
@@ -184,6 +197,9 @@ def download(
         What it returns is kept as ``Download.verified``.
     on_bytes : callable, optional
         Called with the size of every chunk written (progress, cancellation).
+    on_size : callable, optional
+        Called once, when storage first says the file's size, with the bytes
+        still to come (the size less what a partial already holds): an ETA's input.
 
     Returns
     -------
@@ -212,7 +228,7 @@ def download(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = _Partial(partial_path(path), on_bytes)
+    partial = _Partial(partial_path(path), on_bytes, on_size)
     resumed_from = partial.size
     own_session = session is None
     session = session or make_session()
@@ -305,6 +321,7 @@ def _attempt(
             length = response.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
         described = _Described.from_headers(response.headers, total)
+        partial.announced(described.size)
         partial.content_type = described.content_type
         partial.append(_body(response))
     if described.size is not None and partial.size < described.size:
@@ -407,6 +424,7 @@ class Downloader:
         *,
         verify: Callable[[Path], object] | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
     ) -> Download:
         """:func:`download` on this thread's Session, with this downloader's policy."""
         return download(
@@ -417,14 +435,27 @@ class Downloader:
             max_stalls=self.max_stalls,
             verify=verify,
             on_bytes=on_bytes,
+            on_size=on_size,
         )
 
     @staticmethod
     def expired(error: DownloadError, past_expiration: bool) -> bool:
         """Whether ``error`` means the URL expired: sign again and continue.
 
-        Storage said so, or refused (400/401/403) a URL whose expiration has
-        passed: some stores answer a bare ``403 AccessDenied``.
+        Storage said so (``ExpiredToken``, "expired"): that is the signal. Failing it,
+        a refusal (400/401/403) of a URL whose expiration has passed, since some stores
+        answer a bare ``403 AccessDenied``.
+
+        Parameters
+        ----------
+        error : DownloadError
+            What the download raised.
+        past_expiration : bool
+            Whether the URL's expiration has passed *on the API's clock*
+            (:meth:`siro_data.SignedURL.expires_within`: this machine's clock
+            corrected by the skew measured when it was signed). This machine's
+            clock alone would take a real refusal for an expiry when it runs
+            ahead, and miss an expiry when it runs behind.
         """
         refused = error.status in (400, 401, 403)
         return isinstance(error, ExpiredURLError) or (refused and past_expiration)

@@ -103,3 +103,22 @@ class LocalFileError(SiroDataError, OSError):
     def __str__(self) -> str:
         where = f" {self.filename}" if self.filename else ""
         return f"cannot {self.doing}{where}: {self.strerror}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, the kernel's interrupt); its manifest is saved.
+
+    A ``KeyboardInterrupt``, so that it stops whatever called the run, a
+    notebook's Run All included; IPython shows it as its one line of text
+    rather than a traceback through siro_data's internals.
+
+    Examples
+    --------
+    >>> error = Interrupted("interrupted: the manifest is saved; run again to resume")
+    >>> isinstance(error, KeyboardInterrupt), error._render_traceback_()
+    (True, ['KeyboardInterrupt: interrupted: the manifest is saved; run again to resume'])
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows in place of a traceback."""
+        return [f"KeyboardInterrupt: {self}"]

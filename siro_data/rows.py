@@ -1,8 +1,9 @@
 """A manifest row, defined once: its columns and dtypes, its error kinds, its builders.
 
 Every row the run records is made here (:func:`ok_row`, :func:`error_row`,
-:func:`stopped_row`) and read through here (:func:`is_stopped`), so that the
-columns and the ``error_kind`` vocabulary have one home.
+:func:`stopped_row`) and read through here (:func:`is_stopped`, :func:`status_of`),
+so that the columns, the ``error_kind`` vocabulary and the three states a row can
+end in (``ok``, ``failed``, ``stopped``) have one home.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import store
 #: Column → pandas dtype, in order.
 COLUMNS: dict[str, str] = {
     "recording_id": "string",
+    "status": "string",
     "path": "string",
     "expiration": "datetime64[ns, UTC]",
     "error": "string",
@@ -39,6 +41,14 @@ COLUMNS: dict[str, str] = {
 SCHEMA = pa.schema([(name, store.ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
 
 Row = Mapping[str, Any]
+
+
+class Status:
+    """The values of the ``status`` column: how a row ended, never null."""
+
+    OK = "ok"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class Kind:
@@ -163,6 +173,19 @@ def is_stopped(row: Row) -> bool:
     return row.get("error_kind") == Kind.STOPPED
 
 
+def status_of(row: Row) -> str:
+    """``ok`` (the file is complete), ``stopped`` (not reached: run again) or ``failed``.
+
+    Examples
+    --------
+    >>> status_of({"error": None}), status_of(stopped_row("a")), status_of({"error": "404: gone"})
+    ('ok', 'stopped', 'failed')
+    """
+    if succeeded(row):
+        return Status.OK
+    return Status.STOPPED if is_stopped(row) else Status.FAILED
+
+
 def succeeded(row: Row) -> bool:
     """Whether ``row`` has its complete, checked file (no error)."""
     error = row.get("error")
@@ -188,7 +211,16 @@ def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
             typed[name] = pd.to_datetime(column, utc=True, format="ISO8601").astype(dtype)
         else:
             typed[name] = column.astype(dtype)
+    typed["status"] = _statuses(typed["error"], typed["error_kind"])
     return pd.DataFrame(typed, index=pd.RangeIndex(len(frame)))
+
+
+def _statuses(error: pd.Series, kind: pd.Series) -> pd.Series:
+    """The ``status`` column, derived from ``error`` and ``error_kind`` (so never stale)."""
+    stopped = kind.eq(Kind.STOPPED).fillna(False).to_numpy(dtype=bool)
+    failed = np.where(stopped, Status.STOPPED, Status.FAILED)
+    values = np.where(error.isna().to_numpy(dtype=bool), Status.OK, failed)
+    return pd.Series(values, index=error.index, dtype=COLUMNS["status"])
 
 
 def empty_manifest() -> pd.DataFrame:
@@ -198,14 +230,20 @@ def empty_manifest() -> pd.DataFrame:
 
 def conform(table: pa.Table) -> pa.Table:
     """``table`` with exactly :data:`SCHEMA` (manifests written before a column existed
-    read with it empty).
+    read with it empty), its ``status`` derived from ``error`` and ``error_kind``.
     """
-    return store.conform(table, SCHEMA)
+    table = store.conform(table, SCHEMA)
+    error, kind = table.column("error"), table.column("error_kind")
+    stopped = pc.fill_null(pc.equal(kind, Kind.STOPPED), False)
+    failed = pc.if_else(stopped, Status.STOPPED, Status.FAILED)
+    status = pc.if_else(pc.is_null(error), Status.OK, failed)
+    where = SCHEMA.get_field_index("status")
+    return table.set_column(where, SCHEMA.field(where), status.cast(SCHEMA.field(where).type))
 
 
 def from_arrow(table: pa.Table) -> pd.DataFrame:
     """Manifest rows held in Arrow as a manifest frame (strings stay Arrow-backed)."""
-    return store.to_pandas(table, SCHEMA)
+    return store.to_pandas(conform(table), SCHEMA)
 
 
 def to_arrow(rows: Iterable[Row] | pd.DataFrame) -> pa.Table:

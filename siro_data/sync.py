@@ -48,8 +48,8 @@ from .inputs import absolute, check_manifest_files, check_settings, ensure_writa
 from .listing import LISTING_COLUMNS, DateLike, recording_query, recordings_frame
 from .locks import manifest_lock
 from .manifest import read_rows
-from .progress import Reporter, reporter_for
-from .rows import Kind, from_arrow
+from .progress import ProgressChoice, Reporter, reporter_for
+from .rows import Kind, Status, from_arrow
 from .sessions import DEFAULT_TIMEOUT
 from .summary import summarize
 
@@ -150,7 +150,7 @@ def sync(
     token: TokenSource | None = None,
     api_url: str | None = None,
     workers: int = 16,
-    progress: bool | Reporter = True,
+    progress: bool | ProgressChoice | Reporter = "auto",
     convert_to: str | None = None,
     overlap: pd.Timedelta = DEFAULT_OVERLAP,
     retry_for: pd.Timedelta = DEFAULT_RETRY_FOR,
@@ -242,7 +242,7 @@ def sync(
                 manifest_path,
                 connect=lambda: nullcontext(api),
                 downloader=downloader,
-                reporter=reporter_for(progress),
+                reporter=reporter_for(progress, manifest_path),
                 workers=workers,
                 steps=processors.for_settings(convert_to),
             )
@@ -289,6 +289,7 @@ def _joined(manifest_path: Path, ids: list[str] | None = None) -> pd.DataFrame:
     missing = joined["error"].isna() & joined["path"].isna()
     joined.loc[missing, "error"] = "not fetched yet: run sync again"
     joined.loc[missing, "error_kind"] = Kind.STOPPED
+    joined.loc[missing, "status"] = Status.STOPPED
     return joined
 
 

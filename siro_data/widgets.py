@@ -1,8 +1,9 @@
 """The notebook's control panel for :func:`siro_data.fetch_all`: progress, errors, a Stop button.
 
 :class:`Panel` is a :class:`siro_data.progress.Reporter` made of ipywidgets.
-``fetch_all(..., progress=True)`` uses it inside a Jupyter kernel; pass
-``progress=Panel()`` to choose it explicitly.
+``fetch_all`` uses it inside a Jupyter kernel (``progress="auto"``, the
+default); pass ``progress=Panel()`` to choose it explicitly. When the run is
+over it leaves its record, a plain text and HTML summary, in the widget's place.
 
 While ``fetch_all`` runs, the notebook cell is busy and the kernel reads no
 message from the browser, the Stop button's click included, until the cell
@@ -24,14 +25,14 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .rows import is_stopped, succeeded
+from .rows import Status
+from .summary import counts_line, duration_text, megabytes
+from .tally import Tally, ending
 
 log = logging.getLogger(__name__)
 
 #: Least seconds between two refreshes of the panel: no widget message per chunk or per row.
 REFRESH_SECONDS = 0.2
-#: The transfer rate shown is the average over this many recent seconds.
-RATE_WINDOW_SECONDS = 5.0
 #: Failed rows listed in the errors table (the latest); earlier ones are counted.
 MAX_ERRORS_SHOWN = 50
 #: Characters of an error message shown in the table.
@@ -46,12 +47,17 @@ class Panel:
     It shows itself when the run starts. Clicking Stop ends the run cleanly:
     downloads in flight keep their bytes as partial files, the manifest is
     saved and ``fetch_all`` returns the rows so far (the others are "stopped";
-    run again to resume).
+    run again to resume). When the run is over, the panel gives way to its
+    :attr:`record`: the final summary as plain text and HTML, which a saved
+    notebook keeps and shows when reopened, rendered on GitHub or exported.
 
     Parameters
     ----------
     max_errors : int
         Failed rows listed in the errors table: the latest ones; the rest are counted.
+    manifest_path : path-like, optional
+        Where the run saves its manifest, named in the record
+        (``fetch_all`` passes its own).
 
     Attributes
     ----------
@@ -68,7 +74,7 @@ class Panel:
 
     Examples
     --------
-    >>> panel = Panel()
+    >>> panel = Panel(manifest_path="data/manifest.parquet")
     >>> panel.start(total=3, done=1, stop=lambda: None)
     >>> panel.add_bytes(2_500_000)
     >>> panel.finished({"recording_id": "a", "error": None})
@@ -81,10 +87,18 @@ class Panel:
     'done'
     >>> "&lt;Recording&gt; not found" in panel.errors.value
     True
+    >>> print(panel.record()["text/plain"])  # doctest: +ELLIPSIS
+    siro_data.fetch_all: done
+    3 recordings: 2 ok, 1 failed
+    2.5 MB received in 0 s
+    manifest: data/manifest.parquet
+    errors (1):
+      b  not_found  404: <Recording> not found
     """
 
-    def __init__(self, max_errors: int = MAX_ERRORS_SHOWN) -> None:
+    def __init__(self, max_errors: int = MAX_ERRORS_SHOWN, manifest_path: Any = None) -> None:
         self.max_errors = max_errors
+        self.manifest_path = manifest_path
         self.progress = widgets.IntProgress(
             value=0, min=0, max=0, description="recordings", style={"description_width": "initial"}
         )
@@ -101,6 +115,8 @@ class Panel:
             [widgets.HBox([self.progress, self.stop_button]), self.summary, self.errors]
         )
         self._lock = threading.Lock()
+        self._tally = Tally()
+        self._shown: Any = None  # the display handle, in a notebook
         self._reset(total=0, done=0, stop=None)
 
     # -- the Reporter interface ---------------------------------------------------------------
@@ -110,24 +126,19 @@ class Panel:
         self._reset(total, done, stop)
         self.stop_button.disabled = False
         self.stop_button.description = "Stop"
+        self.stop_button.icon = "stop"
+        self.stop_button.button_style = "danger"
         self.progress.bar_style = ""
         self._refresh(force=True)
         if in_notebook():
             from IPython.display import display
 
-            display(self.widget)
+            self._shown = display(self.widget, display_id=True)
 
     def finished(self, row: Mapping[str, Any]) -> None:
         """Count one final row; a failed one joins the errors table."""
-        with self._lock:
-            if is_stopped(row):
-                self._not_fetched += 1
-            elif succeeded(row):
-                self._done += 1
-                self._finished_now += 1
-            else:
-                self._failed += 1
-                self._finished_now += 1
+        if self._tally.finished(row) == Status.FAILED:
+            with self._lock:
                 self._errors.append(
                     (row.get("recording_id"), row.get("error_kind"), str(row["error"]))
                 )
@@ -136,8 +147,11 @@ class Panel:
 
     def add_bytes(self, count: int) -> None:
         """Count bytes received (from worker threads: no widget message is sent here)."""
-        with self._lock:
-            self._bytes += count
+        self._tally.add_bytes(count)
+
+    def expect_bytes(self, count: int) -> None:
+        """A download began with ``count`` bytes to come: for the ETA (from worker threads)."""
+        self._tally.expect_bytes(count)
 
     def poll(self) -> None:
         """Hear a click on Stop that waits in the kernel's queue, and refresh the panel."""
@@ -147,73 +161,120 @@ class Panel:
         self._refresh()
 
     def close(self) -> None:
-        """Show the final state: "done", or how many recordings were not fetched."""
+        """Show the final state, then give the panel's place to its :meth:`record`.
+
+        Called while an exception is on its way out of the run (a kernel
+        interrupt, a rejected token), the state says so.
+        """
+        how = ending()
         with self._lock:
             self._closed = True
-        self.stop_button.disabled = True
+            self._ending = how
+            self._finished_at = monotonic()
         self._refresh(force=True)
         status = self.status
-        if status == "done":
-            self.stop_button.description = "done"
-        else:
-            self.stop_button.description = "stopped" if status.startswith("stopped") else "ended"
-        clean = status == "done" and not self._failed
+        button = self.stop_button
+        button.disabled = True
+        button.button_style = ""  # no longer the red button of a live run
+        button.icon = "check" if status == "done" else ""
+        button.description = status.split(":")[0]  # done, stopped, interrupted, ended early
+        clean = status == "done" and not self.failed
         self.progress.bar_style = "success" if clean else "warning"
+        if self._shown is not None:
+            self._shown.update(self.record(), raw=True)
+            self._shown = None
 
     # -- what it shows ------------------------------------------------------------------------
 
     @property
     def done(self) -> int:
         """Recordings complete, including those an earlier run completed."""
-        return self._done
+        return self._tally.done
 
     @property
     def failed(self) -> int:
         """Recordings that failed (those a stop left out are not counted)."""
-        return self._failed
+        return self._tally.failed
+
+    @property
+    def stopped(self) -> int:
+        """Recordings a stopped run did not reach."""
+        return self._tally.stopped
 
     @property
     def remaining(self) -> int:
-        """Recordings neither complete nor failed."""
-        return max(self._total - self._done - self._failed, 0)
+        """Recordings not finished in any way yet (neither done, failed nor stopped)."""
+        return self._tally.remaining
 
     @property
     def bytes_received(self) -> int:
         """Bytes of audio received in this run."""
-        return self._bytes
+        return self._tally.bytes_received
 
     @property
     def status(self) -> str:
-        """``running``, ``stopping…``, ``done``, or what a stopped run left to do."""
+        """``running``, ``stopping…``, ``done``, or how the run ended and what it left to do."""
         with self._lock:
             return self._status()
 
+    def record(self) -> dict[str, str]:
+        """The final summary as a display bundle: ``text/plain`` and ``text/html``.
+
+        What the panel leaves in the notebook when the run is over: state and
+        time, counts, bytes, where the manifest is, and the errors.
+        """
+        tally = self._tally
+        with self._lock:
+            status = self._status()
+            took = duration_text(tally.elapsed(self._finished_at))
+            errors = list(self._errors)
+        lines = [
+            f"siro_data.fetch_all: {status}",
+            counts_line(tally.total, tally.done, tally.failed, tally.stopped),
+            f"{tally.received()} in {took}",
+        ]
+        if self.manifest_path is not None:
+            lines.append(f"manifest: {self.manifest_path}")
+        text = "\n".join(lines)
+        page = "<br>".join(
+            [f"<b>{html.escape(lines[0])}</b>", *(html.escape(line) for line in lines[1:])]
+        )
+        if errors:
+            earlier = tally.failed - len(errors)
+            text += f"\nerrors ({tally.failed}):" + "".join(
+                f"\n  {recording_id}  {kind}  {_shorten(message)}"
+                for recording_id, kind, message in errors
+            )
+            if earlier > 0:
+                text += f"\n  ({earlier} earlier errors not shown)"
+            page += self._errors_html(errors)
+        return {"text/plain": text, "text/html": f"<div class='siro-data-record'>{page}</div>"}
+
     def _status(self) -> str:
-        left = max(self._total - self._done - self._failed, 0)
+        tally = self._tally
+        left = tally.remaining + tally.stopped
         if not self._closed:
             return "stopping…" if self._stopping else "running"
         if not left:
             return "done"
-        if self._stopping or self._not_fetched:
+        if self._ending == "interrupted":
+            return f"interrupted: {left} not fetched — run again to resume"
+        if self._stopping or tally.stopped:
             return f"stopped: {left} not fetched — run again to resume"
         return f"ended early: {left} not fetched — run again to resume"
 
     def _reset(self, total: int, done: int, stop: Callable[[], None] | None) -> None:
+        now = monotonic()
+        self._tally.start(total, done, now)
         with self._lock:
-            self._total = total
-            self._done = done
-            self._failed = 0
-            self._not_fetched = 0
-            self._finished_now = 0
-            self._bytes = 0
             self._stop = stop
             self._stopping = False
             self._closed = False
+            self._ending: str | None = None
+            self._finished_at = now
             self._errors: deque[tuple[Any, Any, str]] = deque(maxlen=self.max_errors)
             self._errors_changed = True
-            self._started = monotonic()
             self._last_refresh = float("-inf")
-            self._samples: deque[tuple[float, int]] = deque()
 
     def _refresh(self, force: bool = False) -> None:
         """Bring the widgets up to date, at most every ``REFRESH_SECONDS`` unless forced."""
@@ -223,10 +284,11 @@ class Panel:
                 return
             self._last_refresh = now
             summary = self._summary(now)
-            value, total = self._done + self._failed, self._total
-            errors = self._errors_html() if self._errors_changed else None
+            errors = self._errors_html(self._errors) if self._errors_changed else None
             self._errors_changed = False
-        self.progress.max = max(total, value)
+        tally = self._tally
+        value = tally.done + tally.failed
+        self.progress.max = max(tally.total, value)
         self.progress.value = value
         self.summary.value = summary
         if errors is not None:
@@ -234,59 +296,36 @@ class Panel:
 
     def _summary(self, now: float) -> str:
         """The summary line (HTML); called under the lock."""
-        left = max(self._total - self._done - self._failed, 0)
+        tally = self._tally
         parts = [
             f"<b>{html.escape(self._status())}</b>",
-            f"{self._done} done",
-            f"{self._failed} failed",
-            f"{left} remaining",
-            f"{_megabytes(self._bytes)} received",
+            tally.counts(" · ", every=False),
+            tally.received(),
         ]
         if not self._closed:
-            parts.append(f"{_megabytes(self._rate(now))}/s")
+            parts.append(f"{megabytes(tally.rate(now))}/s")
             if not self._stopping:
-                parts.append(f"ETA {self._eta(now, left)}")
+                parts.append(tally.eta_text(now))
         else:
-            elapsed = now - self._started
-            parts.append(f"in {_duration(elapsed)}")
+            parts.append(f"in {duration_text(tally.elapsed(now))}")
         return " · ".join(parts)
 
-    def _rate(self, now: float) -> float:
-        """Bytes per second over the last ``RATE_WINDOW_SECONDS``; called under the lock."""
-        samples = self._samples
-        if not samples:
-            samples.append((self._started, 0))
-        samples.append((now, self._bytes))
-        while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW_SECONDS:
-            samples.popleft()
-        (then, before), (_, latest) = samples[0], samples[-1]
-        return (latest - before) / (now - then) if now > then else 0.0
-
-    def _eta(self, now: float, left: int) -> str:
-        """Time left at this run's pace of finished rows; called under the lock."""
-        if not left:
-            return "0 s"
-        if not self._finished_now:
-            return "unknown"
-        per_row = (now - self._started) / self._finished_now
-        return _duration(per_row * left)
-
-    def _errors_html(self) -> str:
-        """The errors table (HTML, every value escaped); called under the lock."""
-        if not self._errors:
+    def _errors_html(self, errors: Any) -> str:
+        """The errors table (HTML, every value escaped)."""
+        if not errors:
             return ""
-        earlier = self._failed - len(self._errors)
+        earlier = self._tally.failed - len(errors)
         cell = "padding:0 0.8em 0 0;text-align:left;vertical-align:top"
         rows = "".join(
             f"<tr><td style='{cell}'>{_text(recording_id)}</td>"
             f"<td style='{cell}'>{_text(kind)}</td>"
             f"<td style='{cell}'>{_text(_shorten(message))}</td></tr>"
-            for recording_id, kind, message in self._errors
+            for recording_id, kind, message in errors
         )
         head = "".join(f"<th style='{cell}'>{name}</th>" for name in ("recording", "kind", "error"))
         note = f"<div>{earlier} earlier errors not shown</div>" if earlier > 0 else ""
         return (
-            f"<div><b>errors ({self._failed})</b></div>{note}"
+            f"<div><b>errors ({self._tally.failed})</b></div>{note}"
             f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
         )
 
@@ -443,17 +482,3 @@ def _shorten(message: str) -> str:
     if len(message) <= MAX_MESSAGE_CHARS:
         return message
     return message[: MAX_MESSAGE_CHARS - 1] + "…"
-
-
-def _megabytes(count: float) -> str:
-    return f"{count / 1e6:.1f} MB"
-
-
-def _duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

@@ -72,6 +72,18 @@ def test_some_rows_failed_exits_1_errors_grouped(tmp_path, emulator, ids_csv):
     assert f"  not_found: 1 (e.g. '{first}': 404: Recording not found)" in out
 
 
+@pytest.mark.parametrize(("offset", "way"), [(-3600.0, "ahead of"), (3600.0, "behind")])
+def test_an_api_clock_an_hour_off_is_one_line_and_no_loss(tmp_path, emulator, ids_csv, offset, way):
+    emulator.faults.clock_offset = offset
+    code, out, err = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
+    assert code == 0, err
+    assert f"{len(emulator.recordings)} recordings: {len(emulator.recordings)} ok, 0 failed" in out
+    assert err.splitlines() == [  # no traceback, one line said once
+        f"WARNING siro_data.clock: this machine's clock is 1 h 00 min {way} the API's; "
+        "signed URLs are judged by storage, not by this clock"
+    ]
+
+
 def test_usage_and_auth_errors_exit_2(tmp_path, emulator, ids_csv):
     code, _, err = finish(siro_data(["fetch", str(ids_csv), "--id-column", "rid"], emulator))
     assert code == 2

@@ -6,18 +6,20 @@ Every end-to-end test talks HTTP to ``siro_data.emulator``; nothing in ``request
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
-from support import FAST_RETRIES, TOKEN, TokenProvider
+from support import FAST_RETRIES, TOKEN, TokenProvider, serve
 
 from siro_data import AuthError, SignedURL, SiroAPIError, SiroClient, __version__
-from siro_data.client import parse_expiration, signed_url_path
+from siro_data.client import signed_url_path
 from siro_data.emulator import Emulator, Recording, sample_recordings
 from siro_data.sessions import TOKEN_HEADER
 
@@ -403,6 +405,83 @@ def test_a_redirect_is_reported_not_followed(
     assert other_origin.seen == []  # type: ignore[attr-defined]
 
 
+# --- the API's clock and ours --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("offset", "way"), [(-3600.0, "ahead of"), (3600.0, "behind")])
+def test_a_skewed_api_clock_is_measured_and_said_once(
+    emulator: Emulator, rid: str, offset: float, way: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An hour between the API's clock and ours: one warning saying so, however many calls;
+    the skew readable on the client and carried by each URL, which is judged on the API's clock.
+    """
+    caplog.set_level(logging.WARNING, logger="siro_data")
+    emulator.faults.clock_offset = offset
+    client = SiroClient(TOKEN, emulator.api_url, requests_per_minute=60_000)
+    with client, ThreadPoolExecutor(4) as pool:
+        assert client.clock_skew is None
+        signed = list(pool.map(client.sign, [rid] * 8))
+    assert client.clock_skew == pytest.approx(offset, abs=1)
+    assert all(s.clock_skew == pytest.approx(offset, abs=1) for s in signed)
+    assert not signed[0].expires_within(800)  # 900 s left on the API's clock, whatever ours says
+    assert signed[0].expires_within(1000)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"this machine's clock is 1 h 00 min {way} the API's; "
+        "signed URLs are judged by storage, not by this clock"
+    ]
+
+
+def test_a_close_clock_is_measured_without_a_warning(
+    emulator: Emulator, client: SiroClient, rid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="siro_data")
+    emulator.faults.clock_offset = 30.0
+    client.sign(rid)
+    assert client.clock_skew == pytest.approx(30, abs=1)
+    assert not caplog.records
+
+
+class _UndatedHandler(BaseHTTPRequestHandler):
+    """An API whose clock is an hour ahead, that sends no Date header and gives its
+    expiration in epoch microseconds.
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        signed_at = int(time.time()) + 3600
+        goog_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(signed_at))
+        url = (
+            f"http://127.0.0.1:9/b/rec/audio.m4a?X-Goog-Date={goog_date}&X-Goog-Expires=900"
+            "&X-Goog-Signature=0123abcd"
+        )
+        expiration = (signed_at + 900) * 10**6
+        body = json.dumps({"data": {"error": False, "url": url, "expiration": expiration}})
+        self.send_response_only(200)  # no Date, no Server
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_without_a_date_header_the_url_tells_the_apis_clock_and_expirations_unit() -> None:
+    """No Date: X-Goog-Date gives the skew. An expiration in microseconds (milliseconds by its
+    size: year 57,000) is read as the URL's own lifetime says.
+    """
+    with serve(_UndatedHandler) as server:
+        api_url = f"http://127.0.0.1:{server.server_address[1]}"
+        with SiroClient(TOKEN, api_url) as client:
+            signed = client.sign("rec")
+    assert client.clock_skew == pytest.approx(3600, abs=1)
+    assert signed.clock_skew == pytest.approx(3600, abs=1)
+    expected = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=4500)
+    assert abs(signed.expiration - expected) < pd.Timedelta(seconds=5)
+
+
 # --- construction --------------------------------------------------------------------------------
 
 
@@ -446,38 +525,6 @@ def test_api_url_must_be_http(url: str) -> None:
 
 
 # --- pure helpers --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (1767225600, "2026-01-01 00:00:00+00:00"),
-        (1767225600000, "2026-01-01 00:00:00+00:00"),
-        (1767225600.5, "2026-01-01 00:00:00.500000+00:00"),
-        (1767225600500, "2026-01-01 00:00:00.500000+00:00"),
-        (0, "1970-01-01 00:00:00+00:00"),
-        (99_999_999_999, "5138-11-16 09:46:39+00:00"),
-    ],
-)
-def test_parse_expiration_seconds_and_milliseconds(value: float, expected: str) -> None:
-    """Epoch seconds and epoch milliseconds both give the same UTC instant."""
-    parsed = parse_expiration(value)
-    assert parsed == pd.Timestamp(expected)
-    assert str(parsed.tz) == "UTC"
-
-
-@pytest.mark.parametrize("value", [None, True, False, "", "soon", float("nan"), [1], {}])
-def test_parse_expiration_rejects_non_numbers(value: object) -> None:
-    """Anything that is not a time means "unknown", not an exception."""
-    assert parse_expiration(value) is None
-
-
-@pytest.mark.parametrize(
-    "value", ["1767225600", "1767225600000", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00"]
-)
-def test_parse_expiration_reads_strings_too(value: str) -> None:
-    """The spec says number; a numeric or ISO 8601 string gives the same instant."""
-    assert parse_expiration(value) == pd.Timestamp("2026-01-01", tz="UTC")
 
 
 def test_expires_within_without_expiration() -> None:

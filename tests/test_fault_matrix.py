@@ -202,6 +202,13 @@ def half(size: int) -> int:
 EXPIRY_MIDWAY = all_of(globally(url_ttl=1.5, stall_seconds=10.0), per_id("stall_after", half))
 EXPIRY_TIMEOUT = (2.0, 2.6)
 RESIGNED = ok(api=2, storage=3)
+#: Storage refuses an expired URL with a bare 403 that does not say why.
+BARE_403 = globally(expired_status=403, expired_says_why=False)
+#: Every URL has expired when signed: each of 3 fresh URLs is tried once, then the row ends.
+GIVEN_UP = fails(
+    "download: signed URL expired 3 times in a row without progress", "download", api=3, storage=3
+)
+HOUR = 3600.0
 
 READ_TIMEOUT = "ConnectionError: Read timed out. (read timeout=0.3)"
 
@@ -397,17 +404,35 @@ CASES = [
     ),
     Case(
         "URL expires mid-download: bare 403",
-        all_of(EXPIRY_MIDWAY, globally(expired_status=403, expired_says_why=False)),
+        all_of(EXPIRY_MIDWAY, BARE_403),
         RESIGNED,
         timeout=EXPIRY_TIMEOUT,
     ),
     Case(
-        "URL already expired when signed",
+        "URL already expired when signed",  # each fresh URL is tried: storage says it expired
         globally(url_ttl=-5),
-        fails("download: signed URL expired 3 times in a row without progress", "download", api=3),
-        rest=fails(
-            "download: signed URL expired 3 times in a row without progress", "download", api=3
-        ),
+        GIVEN_UP,
+        rest=GIVEN_UP,
+    ),
+    # --- the API's clock and ours ----------------------------------------------------------------
+    Case("API clock an hour behind ours", globally(clock_offset=-HOUR), OK, rest=OK),
+    Case("API clock an hour ahead of ours", globally(clock_offset=HOUR), OK, rest=OK),
+    Case(
+        "API clock an hour behind ours, URL expires mid-download: bare 403",
+        all_of(EXPIRY_MIDWAY, BARE_403, globally(clock_offset=-HOUR)),
+        RESIGNED,
+        timeout=EXPIRY_TIMEOUT,
+    ),
+    Case(
+        "API clock an hour ahead of ours, URL expires mid-download: bare 403",
+        all_of(EXPIRY_MIDWAY, BARE_403, globally(clock_offset=HOUR)),
+        RESIGNED,
+        timeout=EXPIRY_TIMEOUT,
+    ),
+    Case(
+        "API clock an hour behind ours, storage refuses a valid URL with a bare 403",
+        all_of(per_id("storage_transient", [403] * 5), globally(clock_offset=-HOUR)),
+        fails("download 403: Forbidden: Forbidden.", "download", storage=1),
     ),
 ]
 

@@ -186,7 +186,8 @@ def test_url_refused_after_its_expiration_is_signed_again(
     assert_identical(manifest, emulator)
 
 
-def test_url_already_expired_is_never_used(emulator, out_dir, manifest_path):
+def test_url_already_expired_is_tried_then_given_up(emulator, out_dir, manifest_path):
+    """Storage, not our clock, says a fresh URL expired: each is tried once, and the row ends."""
     rec_id = next(iter(emulator.recordings))
     emulator.faults.url_ttl = -5  # the API hands out URLs that have already expired
     manifest = fetch(emulator, [rec_id], out_dir, manifest_path)
@@ -194,7 +195,27 @@ def test_url_already_expired_is_never_used(emulator, out_dir, manifest_path):
         "download: signed URL expired 3 times in a row without progress"
     )
     assert emulator.stats.api_calls[rec_id] == 3
-    assert emulator.stats.storage_requests[rec_id] == 0
+    assert emulator.stats.storage_requests[rec_id] == 3
+
+
+@pytest.mark.parametrize("offset", [-3600.0, 3600.0])
+def test_an_api_clock_an_hour_off_loses_nothing_and_is_said_once(
+    emulator, out_dir, manifest_path, caplog, offset
+):
+    """Tried as a user on a laptop an hour off: every row ok at one signing call each, one
+    warning for the run, and the manifest's expiration the API's instant.
+    """
+    caplog.set_level(logging.WARNING)
+    emulator.faults.clock_offset = offset
+    manifest = fetch(emulator, list(emulator.recordings), out_dir, manifest_path, workers=3)
+
+    assert manifest["error"].isna().all(), manifest["error"].tolist()
+    assert_identical(manifest, emulator)
+    assert all(emulator.stats.api_calls[rec_id] == 1 for rec_id in emulator.recordings)
+    said = [r.getMessage() for r in caplog.records if r.name == "siro_data.clock"]
+    assert len(said) == 1 and "clock is 1 h 00 min" in said[0], said
+    on_the_apis_clock = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=offset + 900)
+    assert ((manifest["expiration"] - on_the_apis_clock).abs() < pd.Timedelta(seconds=30)).all()
 
 
 def test_mixed_errors_each_land_in_their_row(emulator, out_dir, manifest_path):
@@ -432,7 +453,7 @@ def test_secrets_never_reach_manifest_logs_or_storage(
     emulator.faults.api_status[ids[0]] = 404
     emulator.faults.cut_after[ids[1]] = 3000
     with caplog.at_level(logging.DEBUG):
-        manifest = fetch(emulator, ids, out_dir, manifest_path, progress=True)
+        manifest = fetch(emulator, ids, out_dir, manifest_path, progress="bars")
         signed = siro_data.SiroClient(emulator.token, emulator.api_url).sign(ids[2])
     signature = signed.url.split("X-Goog-Signature=")[1].split("&")[0]
     captured = capsys.readouterr()

@@ -104,7 +104,7 @@ def test_summarize_counts_errors_by_kind_and_hours():
     assert summarize(manifest) == (
         "3 recordings: 2 ok, 1 failed\n"
         "  not_found: 1 (e.g. 'c': 404: Recording not found)\n"
-        "audio: 1.00 hours in 2.0 KiB"
+        "audio: 1.00 hours in 2.0 kB"
     )
 
 

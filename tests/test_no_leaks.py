@@ -245,7 +245,7 @@ def test_a_faulty_batch_leaks_no_secret_anywhere(
     api = SiroClient(TOKEN, emulator.api_url, timeout=TIMEOUT, retries=FAST_RETRIES)
     with api, JournalWatch(manifest_path) as journal:
         manifest = fetch(
-            emulator, ids, out_dir, manifest_path, client=api, timeout=TIMEOUT, progress=True
+            emulator, ids, out_dir, manifest_path, client=api, timeout=TIMEOUT, progress="bars"
         )
     found.frame("returned manifest", manifest)
     found.add("journal", "".join(journal.seen))

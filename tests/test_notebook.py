@@ -24,7 +24,6 @@ from siro_data.emulator import Emulator, sample_recordings
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -62,24 +61,13 @@ def images(cell: nbformat.NotebookNode) -> list[bytes]:
     ]
 
 
-def shown_widgets(notebook: nbformat.NotebookNode, cell: nbformat.NotebookNode) -> list[str]:
-    """The final HTML and button texts of every widget displayed by the cell (children too)."""
-    state = notebook.metadata["widgets"][WIDGET_STATE]["state"]
-    todo = [
-        output.data[WIDGET_VIEW]["model_id"]
-        for output in cell.outputs
-        if WIDGET_VIEW in output.get("data", {})
-    ]
-    texts = []
-    while todo:
-        model = state[todo.pop(0)]
-        values = model["state"]
-        if model["model_name"] == "HTMLModel":
-            texts.append(values["value"])
-        if model["model_name"] == "ButtonModel":
-            texts.append(values["description"])
-        todo += [child.removeprefix("IPY_MODEL_") for child in values.get("children", [])]
-    return texts
+def record(cell: nbformat.NotebookNode) -> str:
+    """The summary a finished panel left in the cell: its plain text (its HTML says the same)."""
+    shown = [output.data for output in cell.outputs if "data" in output]
+    assert all(WIDGET_VIEW not in data for data in shown), "a widget is left in the notebook"
+    records = [data for data in shown if "siro-data-record" in data.get("text/html", "")]
+    assert len(records) == 1, shown
+    return records[0]["text/plain"]
 
 
 def number(pattern: str, haystack: str) -> float:
@@ -129,14 +117,18 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
     newest = max(samples, key=lambda rec: rec.date_created)  # Siro lists the newest first
     assert "duration_api" in listing and newest.id in listing and newest.title in listing
 
-    # The live panel: its final state, and the warning the run logged.
-    fetch_panel = " ".join(shown_widgets(notebook, cells["fetch"]))
-    assert "10 done · 2 failed · 0 remaining" in fetch_panel
-    assert refused.id in fetch_panel and "forbidden" in fetch_panel
-    assert garbled.id in fetch_panel and "not_audio" in fetch_panel
+    # The live panel left its final summary, and the run logged its warning. The slow line
+    # makes the fetch last long enough to try Stop.
+    fetch = record(cells["fetch"])
+    assert fetch.startswith("siro_data.fetch_all: done\n12 recordings: 10 ok, 2 failed\n")
+    assert number(r"MB received in (\d+) s", fetch) >= 5
+    assert f"manifest: {folder / 'manifest.parquet'}" in fetch
+    assert f"{refused.id}  forbidden  403:" in fetch
+    assert f"{garbled.id}  not_audio  storage answered 200 with text/html" in fetch
     assert "2 of 12 recordings failed" in text(cells["fetch"], "stderr")
 
     manifest = text(cells["manifest"], "stdout")
+    assert "By status: {'ok': 10, 'failed': 2}" in manifest
     assert "10 of 12 recordings ok" in manifest
     assert "Failed, by kind: {'forbidden': 1, 'not_audio': 1}" in manifest
     ok_hours = sum(rec.duration for rec in samples if rec not in (refused, garbled)) / 3600
@@ -150,7 +142,7 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
 
     retry = text(cells["retry"], "stdout")
     assert "2 recordings: 2 ok, 0 failed" in retry
-    assert "2 done · 0 failed · 0 remaining" in " ".join(shown_widgets(notebook, cells["retry"]))
+    assert "2 recordings: 2 ok, 0 failed\n" in record(cells["retry"])
 
     saved = text(cells["saved"], "stdout")
     assert "12 rows in manifest.parquet" in saved
@@ -175,6 +167,7 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
     loaded = text(cells["samples"], "stdout")
     assert f"shape ({frames},), float32, 16000 Hz: {longest.duration:.2f} s" in loaded
 
+    assert "12 recordings: 12 ok, 0 failed\n0.0 MB received in" in record(cells["wav"])
     wav = text(cells["wav"], "stdout")
     assert "12 WAV copies" in wav
     assert f"reads {longest.id}-" in wav and f".wav: shape ({frames},), 16000 Hz" in wav
@@ -182,13 +175,10 @@ def test_quickstart_without_a_token_runs_the_emulator_and_shows_each_step(tmp_pa
     rerun = text(cells["rerun"], "stdout")
     assert "12 recordings: 12 ok, 0 failed" in rerun
     assert "API calls: 0, bytes downloaded: 0" in rerun
-    rerun_panel = " ".join(shown_widgets(notebook, cells["rerun"]))
-    assert "12 done · 0 failed · 0 remaining · 0.0 MB received" in rerun_panel
+    assert "12 recordings: 12 ok, 0 failed\n0.0 MB received in" in record(cells["rerun"])
 
-    on_disk = read_manifest(folder / "manifest.parquet")
-    assert len(on_disk) == 12 and on_disk["error"].isna().all()
-    assert on_disk["audio_path"].map(lambda path: Path(path).suffix).eq(".wav").all()
-    assert set(on_disk["recording_id"]) == {rec.id for rec in samples}
+    assert not folder.exists()  # the last cell removed the demo's folder
+    assert list(tmp_path.iterdir()) == [tmp_path / "notebooks"]
 
 
 def test_quickstart_with_a_token_uses_the_api_unchanged(tmp_path, monkeypatch):
@@ -228,3 +218,4 @@ def test_quickstart_with_a_token_uses_the_api_unchanged(tmp_path, monkeypatch):
     on_disk = read_manifest(data / "manifest.parquet")
     assert len(on_disk) == 12 and on_disk["error"].isna().all()
     assert all(Path(path).parent == data.resolve() / "recordings" for path in on_disk["path"])
+    assert on_disk["audio_path"].map(lambda path: Path(path).suffix).eq(".wav").all()

@@ -272,6 +272,14 @@ def partials(folder: Path) -> list[Path]:
     return [path for path in (folder / "recordings").glob("*.part") if path.stat().st_size]
 
 
+def partial_under_way(folder: Path) -> bool:
+    for path in folder.glob("*.part"):
+        with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+            if path.stat().st_size:
+                return True
+    return False
+
+
 def journaled(journal: Path) -> set[str]:
     """The ids of the rows a journal holds (a line torn by the kill left out)."""
     ids = set()
@@ -330,7 +338,8 @@ def test_a_folder_removed_mid_run_stops_with_a_sentence(emulator, tmp_path):
     )
     deadline = time.monotonic() + 60
     journal = journal_path(manifest_path)
-    while not (journal.exists() and journal.stat().st_size):
+    # A row finished, and the next download under way: its file goes with the folder.
+    while not (journal.exists() and journal.stat().st_size and partial_under_way(audio)):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     shutil.rmtree(audio)

@@ -55,8 +55,13 @@ def sent_messages(*models) -> list:
     return sent
 
 
-def ok(recording_id: str) -> dict:
-    return {"recording_id": recording_id, "error": None, "error_kind": None}
+def ok(recording_id: str, size_bytes: int = 2_000_000) -> dict:
+    return {
+        "recording_id": recording_id,
+        "error": None,
+        "error_kind": None,
+        "size_bytes": size_bytes,
+    }
 
 
 def failed(recording_id: str, error: str, kind: str = "download") -> dict:
@@ -89,14 +94,14 @@ def test_values_as_a_run_progresses(clock):
     assert (panel.progress.value, panel.progress.max) == (2, 5)
     assert "2 done · 0 failed · 3 remaining · 2.0 MB received" in panel.summary.value
     assert "1.0 MB/s" in panel.summary.value  # 2 MB in 2 s
-    assert "ETA 6 s" in panel.summary.value  # one row in 2 s, three left
+    assert "ETA 6 s" in panel.summary.value  # three left, 2 MB each, at 1 MB/s
     assert panel.errors.value == ""
 
     clock.advance(2.0)
     panel.finished(failed("b", "download 404: NoSuchKey: gone", "download"))
     assert (panel.progress.value, panel.progress.max) == (3, 5)
     assert "2 done · 1 failed · 2 remaining" in panel.summary.value
-    assert "ETA 4 s" in panel.summary.value
+    assert "ETA 8 s" in panel.summary.value  # two left, 2 MB each, at 2 MB in 4 s
     assert "<b>errors (1)</b>" in panel.errors.value
     assert "<td style='padding:0 0.8em 0 0;text-align:left;vertical-align:top'>b</td>" in (
         panel.errors.value
@@ -121,6 +126,7 @@ def test_values_as_a_run_progresses(clock):
     assert "MB/s" not in panel.summary.value and "ETA" not in panel.summary.value
     assert panel.stop_button.disabled
     assert panel.stop_button.description == "done"
+    assert panel.stop_button.button_style == ""  # no longer the red button of a live run
     assert panel.progress.bar_style == "warning"  # one failed
 
 
@@ -249,7 +255,7 @@ def test_stop_button(clock):
     panel.close()
     assert panel.status == "stopped: 2 not fetched — run again to resume"
     assert panel.summary.value.startswith(
-        "<b>stopped: 2 not fetched — run again to resume</b> · 2 done · 0 failed · 2 remaining"
+        "<b>stopped: 2 not fetched — run again to resume</b> · 2 done · 0 failed · 2 stopped"
     )
     assert panel.errors.value == ""  # stopped rows are not errors
     assert panel.stop_button.disabled
@@ -261,7 +267,7 @@ def test_stop_button(clock):
     assert calls == ["stop"]
 
 
-def test_an_interrupt_reads_as_stopped(clock):
+def test_rows_a_stop_left_out_read_as_stopped(clock):
     panel = Panel()
     panel.start(total=3, done=1, stop=lambda: None)
     panel.finished(stopped("b"))
@@ -276,7 +282,7 @@ def test_a_run_ended_by_an_error_says_so(clock):
     panel.finished(ok("a"))
     panel.close()  # fetch_all raised (a rejected token, a full disk): no row for the rest
     assert panel.status == "ended early: 2 not fetched — run again to resume"
-    assert panel.stop_button.description == "ended"
+    assert panel.stop_button.description == "ended early"
     assert panel.progress.bar_style == "warning"
 
 
@@ -454,6 +460,19 @@ class Kernel:
                 yield None
         raise AssertionError(f"the kernel kept busy more than {timeout} s")
 
+    def events(self, timeout: float):
+        """IOPub messages as (type, content, parent's msg_id, widget state, rows the panel
+        counts done), silences left out.
+        """
+        for message in self.messages(timeout):
+            if message is None:
+                continue
+            content = message["content"]
+            state = content.get("data", {}).get("state", {})
+            done = re.search(r"(\d+) done", str(state.get("value", "")))
+            parent = message["parent_header"].get("msg_id")
+            yield message["msg_type"], content, parent, state, int(done.group(1)) if done else 0
+
     def run(self, code: str, timeout: float = 120) -> str:
         """Execute a cell to its end; its printed text (an error fails the test)."""
         msg_id = self.client.execute(code)
@@ -490,17 +509,11 @@ def test_stop_clicked_in_the_browser_ends_a_running_cell(kernel):
     began = time.monotonic()
     button = clicked = report = None
     idle = []
-    for message in kernel.messages(timeout=120):
-        if message is None:
-            continue
-        kind, content = message["msg_type"], message["content"]
-        parent = message["parent_header"].get("msg_id")
-        state = content.get("data", {}).get("state", {})
+    for kind, content, parent, state, done in kernel.events(timeout=120):
         if kind == "comm_open" and state.get("_model_name") == "ButtonModel":
             button = content["comm_id"]  # the panel is on screen: the cell runs
             kernel.click(other)
-        done = re.search(r"(\d+) done", str(state.get("value", "")))
-        if kind == "comm_msg" and done and int(done.group(1)) >= 1 and not clicked:
+        if kind == "comm_msg" and done >= 1 and not clicked:
             kernel.click(button)  # Stop, after the first row, while the cell still runs
             clicked = time.monotonic()
         if kind == "error":

@@ -12,13 +12,15 @@ from .faults import Faults
 from .samples import sample_recordings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m siro_data.emulator") -> int:
     """Parse `argv`, start an emulator, print where it is and serve until interrupted.
 
     Parameters
     ----------
     argv : sequence of str, optional
         Command-line arguments without the program name; ``sys.argv[1:]`` by default.
+    prog : str
+        The command's name in ``--help`` (``siro-data emulator`` from the CLI).
 
     Returns
     -------
@@ -26,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status (0).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m siro_data.emulator",
+        prog=prog,
         description="Serve a local Siro API (signed URLs) and storage with sample recordings.",
     )
     parser.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
@@ -57,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="bytes per second of all storage responses together (a shared downlink)",
     )
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        help="seconds the emulator's clock is ahead of this machine's (negative: behind)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
@@ -69,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage_ttfb=args.ttfb,
         bandwidth=args.bandwidth,
         total_bandwidth=args.total_bandwidth,
+        clock_offset=args.clock_offset,
     )
     emulator = Emulator(
         recordings=sample_recordings(n=args.recordings),

@@ -8,6 +8,7 @@ the handlers see it: its state and public methods, nothing private (``Emulator``
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import re
 import socket
@@ -115,6 +116,13 @@ class Handler(BaseHTTPRequestHandler):
         # Query strings carry signatures: logs of a test run must not hold usable URLs.
         message = _QUERY.sub("?<redacted>", format % args)
         logger.debug("%s %s - %s", self.server.kind, self.address_string(), message)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # http.server dates its answers by the real clock; they carry the emulator's, so that
+        # a skewed clock (`Faults.clock_offset`) shows in ``Date`` as it does in signed URLs.
+        return email.utils.formatdate(
+            self.emu.now() if timestamp is None else timestamp, usegmt=True
+        )
 
     def request_headers(self) -> dict[str, str]:
         """The request's headers, names lower-cased, as `Stats` keeps them."""

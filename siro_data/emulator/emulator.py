@@ -190,8 +190,12 @@ class Emulator:
     # --- what the handlers use (`base.Backend`) ------------------------------------------------
 
     def now(self) -> float:
-        """Epoch seconds for signing, expiry and Last-Modified: the one wall-clock read to skew."""
-        return time.time()
+        """Epoch seconds by the emulator's clock: the real one, `faults.clock_offset` off.
+
+        Signing dates, expirations, storage's expiry check, ``Date`` headers, readiness and
+        Last-Modified (read at construction) all come from here.
+        """
+        return time.time() + self.faults.clock_offset
 
     def wait(self, seconds: float) -> bool:
         """Sleep `seconds` unless stopping (then True at once), so no handler outlives `stop`."""

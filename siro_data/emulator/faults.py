@@ -75,6 +75,13 @@ class Faults:
     redirect: dict[str, str] = field(default_factory=dict)
     """id -> absolute URL the API answers a `redirect_status` to."""
     redirect_status: Literal[301, 302, 307, 308] = 307
+    clock_offset: float = 0.0
+    """Seconds the emulator's clock is ahead of the real one (negative: behind).
+
+    Its one clock (`Emulator.now`) signs, dates and expires URLs, checks expiry at the
+    storage and fills both servers' ``Date`` header: an API and storage whose clock is off
+    from the client's, as a client on a laptop whose clock has drifted sees them.
+    """
     token_uses: dict[str, int] = field(default_factory=dict)
     """token -> signedUrl requests it is still accepted for; then it has expired (401).
 

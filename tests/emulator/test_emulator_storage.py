@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import email.utils
 import hashlib
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -122,6 +124,31 @@ def test_expired_url_s3_style_403(emulator: Emulator, rid: str) -> None:
     response = requests.get(signed_url(emulator, rid), timeout=5)
     assert response.status_code == 403
     assert "<Code>AccessDenied</Code><Message>Request has expired</Message>" in response.text
+
+
+@pytest.mark.parametrize("offset", [-3600.0, 3600.0])
+def test_clock_offset_moves_every_date_the_emulator_gives(
+    emulator: Emulator, rid: str, offset: float
+) -> None:
+    """One skewed clock: both Date headers, the URL's X-Goog-Date, the expiration, the expiry."""
+    emulator.faults.clock_offset = offset
+    emulator.faults.url_ttl = 2
+    skewed = time.time() + offset
+    answer = sign(emulator, rid)
+    url = answer.json()["data"]["url"]
+    stored = requests.get(url, timeout=5)
+    query = parse_qs(urlsplit(url).query)
+    signed_at = datetime.strptime(query["X-Goog-Date"][0], "%Y%m%dT%H%M%SZ")
+    dates = [
+        email.utils.parsedate_to_datetime(answer.headers["Date"]).timestamp(),
+        email.utils.parsedate_to_datetime(stored.headers["Date"]).timestamp(),
+        signed_at.replace(tzinfo=timezone.utc).timestamp(),
+    ]
+    assert all(abs(date - skewed) < 3 for date in dates), (dates, skewed)
+    assert abs(answer.json()["data"]["expiration"] / 1000 - (skewed + 2)) < 3
+    assert stored.status_code == 200  # the storage judges by the same clock that signed
+    time.sleep(3)
+    assert requests.get(url, timeout=5).status_code == 400  # and expires it on that clock
 
 
 def test_bad_signatures_are_403(emulator: Emulator, rid: str) -> None:
