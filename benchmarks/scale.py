@@ -254,7 +254,7 @@ def build_archive(folder: Path, ids: list[str], extension: str = "m4a") -> Path:
     import pyarrow as pa
 
     from siro_data.naming import file_stem
-    from siro_data.rows import SCHEMA
+    from siro_data.rows import SCHEMA, conform
     from siro_data.store import write
 
     audio = folder / "audio"
@@ -281,7 +281,7 @@ def build_archive(folder: Path, ids: list[str], extension: str = "m4a") -> Path:
         for field in SCHEMA
     ]
     manifest = folder / "manifest.parquet"
-    write(pa.Table.from_arrays(arrays, schema=SCHEMA), manifest)
+    write(conform(pa.Table.from_arrays(arrays, schema=SCHEMA)), manifest)  # derived columns
     for path in paths:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
     os.sync()  # written back now, not during a measured run (a 1 s stall at a million files)
