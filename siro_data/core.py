@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import audio, processors
+from . import audio, processors, store
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
 from .exceptions import AuthError, DownloadError, Interrupted, LocalFileError, SiroDataError
@@ -37,14 +37,13 @@ from .inputs import (
     invalid_reason,
 )
 from .locks import LOCKS_FOLDER, acquire, recording_lock
-from .manifest import Journal, compact, resume
+from .manifest import Journal, compact, read_rows, resume
 from .naming import file_stem, url_extension
 from .processors import Processor
 from .progress import Reporter
 from .rows import (
     Kind,
     Row,
-    RowBuffer,
     empty_manifest,
     error_row,
     in_order,
@@ -107,12 +106,10 @@ def run(
 
     untouched, tasks, invalid = _plan(keys, source, out_dir, steps, overwrite)
     journal = Journal(manifest_path)
-    recorded = RowBuffer()
     finished: set[str | None] = set()
 
     def record(row: Row) -> None:
         journal.append(row)
-        recorded.add(row)
         finished.add(row["recording_id"])
         reporter.finished(row)
 
@@ -136,7 +133,6 @@ def run(
             not_reached = [stopped_row(key) for key, _ in tasks if key not in finished]
             journal.extend(not_reached)
             for row in not_reached:
-                recorded.add(row)
                 reporter.finished(row)
         except KeyboardInterrupt:  # the whole queue stops, as for any cell: save, then say so
             reporter.close()
@@ -153,9 +149,10 @@ def run(
             raise
         reporter.close()
     _save(manifest_path, keys, failing=False)
-    added = recorded.table()
-    if added.num_rows:
-        manifest = in_order(pa.concat_tables([to_arrow(untouched), added]), keys)
+    fresh = [key for key, _ in tasks] + invalid
+    if fresh:  # this run's rows, as saved: held by the file, not kept in memory meanwhile
+        saved = read_rows(manifest_path, store.as_ids(fresh))
+        manifest = in_order(pa.concat_tables([to_arrow(untouched), saved]), keys)
     else:  # a re-run with nothing new: the resumed frame as it is
         manifest = in_order(untouched, keys)
     report_outcome(manifest)

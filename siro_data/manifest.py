@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,8 @@ def compact(path: str | os.PathLike[str], order: Sequence[str | None] | pa.Array
         else:
             count = store.fold(path, SCHEMA, new, order)
         journal.unlink(missing_ok=True)
+    del new
+    pa.default_memory_pool().release_unused()  # what reading and writing took, back now
     return count
 
 
@@ -275,16 +277,25 @@ def _read_journal(path: Path) -> pa.Table:
     try:
         if not path.stat().st_size:
             return SCHEMA.empty_table()
-        rows = pj.read_json(path, parse_options=_JOURNAL_LINES)  # no Python object per row
+        rows = store.concat(SCHEMA, (conform(batch) for batch in _stream_lines(path)))
     except FileNotFoundError:
         return SCHEMA.empty_table()
     except pa.ArrowInvalid:
         rows = _read_lines(path.read_bytes())
-    return store.latest(conform(rows))
+    return store.latest(rows)
 
 
 #: How journal lines are read: the manifest's columns, typed; anything else ignored.
 _JOURNAL_LINES = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
+#: A block of lines at a time, on this thread: the parser's buffers stay a block's size.
+_JOURNAL_BLOCKS = pj.ReadOptions(use_threads=False, block_size=1 << 20)
+
+
+def _stream_lines(path: Path) -> Iterator[pa.Table]:
+    """The journal's lines as Arrow, a block at a time, no Python object per row."""
+    for batch in pj.open_json(path, read_options=_JOURNAL_BLOCKS, parse_options=_JOURNAL_LINES):
+        yield pa.Table.from_batches([batch])
+        pa.default_memory_pool().release_unused()  # the block's parsing buffers, not kept
 
 
 def _read_lines(data: bytes, batch_rows: int = 4096) -> pa.Table:

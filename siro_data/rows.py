@@ -266,27 +266,3 @@ def in_order(rows: pa.Table | pd.DataFrame, keys: pa.Array) -> pd.DataFrame:
 
 def _counts_up(positions: pa.Array) -> bool:
     return bool((positions.to_numpy() == np.arange(len(positions))).all())
-
-
-class RowBuffer:
-    """Rows kept compactly as they come: Arrow batches, not one Python object per row.
-
-    A run over 100,000 new ids keeps every finished row until it returns them;
-    as dicts they would cost a few kilobytes each.
-    """
-
-    def __init__(self, batch_rows: int = 4096) -> None:
-        self.batch_rows = batch_rows
-        self._pending: list[Row] = []
-        self._tables: list[pa.Table] = []
-
-    def add(self, row: Row) -> None:
-        self._pending.append(row)
-        if len(self._pending) >= self.batch_rows:
-            self._tables.append(to_arrow(self._pending))
-            self._pending = []
-
-    def table(self) -> pa.Table:
-        """Every row added, in order, as one table of :data:`SCHEMA`."""
-        tables = [*self._tables, to_arrow(self._pending)]
-        return pa.concat_tables(tables)

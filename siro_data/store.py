@@ -12,7 +12,7 @@ row group at a time, only the new rows' ids hashed. Files are replaced whole
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from .files import replacing
 #: The column that names the recording of a row.
 KEY = "recording_id"
 #: Rows per parquet row group: a fold or a read holds one group at a time.
-ROW_GROUP_ROWS = 1 << 16
+ROW_GROUP_ROWS = 1 << 15
 
 #: A column's pandas dtype (as the tables' column dicts name it) → its Arrow type. Strings
 #: are ``large_string``, what pandas' Arrow-backed strings hold: no copy either way.
@@ -149,9 +149,11 @@ def fold(
                 count += saved.num_rows
                 del saved
                 pa.default_memory_pool().release_unused()  # one group held at a time
-        appended = folding.rest(order)
-        writer.write_table(appended, row_group_size=ROW_GROUP_ROWS)
-        count += appended.num_rows
+        for appended in folding.rest_in_groups(order):
+            writer.write_table(appended, row_group_size=ROW_GROUP_ROWS)
+            count += appended.num_rows
+            del appended
+            pa.default_memory_pool().release_unused()
     return count
 
 
@@ -188,7 +190,16 @@ class Folding:
 
     def rest(self, order: Sequence[str | None] | pa.Array = ()) -> pa.Table:
         """The new rows no saved row had, in their order, those named in ``order`` in its."""
-        return self.new.take(_in_call_order(self.ids, np.flatnonzero(~self.placed), order))
+        return self.new.take(self._rest(order))
+
+    def rest_in_groups(self, order: Sequence[str | None] | pa.Array = ()) -> Iterator[pa.Table]:
+        """:meth:`rest` a row group at a time: one group's copy held at once."""
+        rows = self._rest(order)
+        for start in range(0, len(rows), ROW_GROUP_ROWS):
+            yield self.new.take(rows[start : start + ROW_GROUP_ROWS])
+
+    def _rest(self, order: Sequence[str | None] | pa.Array) -> np.ndarray:
+        return _in_call_order(self.ids, np.flatnonzero(~self.placed), order)
 
 
 def _in_call_order(

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import TOKEN, sha256
+from support import FAST_RETRIES, TOKEN, sha256
 
 import siro_data
+from siro_data import SiroClient
 from siro_data.emulator import Emulator, Recording, sample_recordings
 from siro_data.sync import listing_path
 
@@ -140,21 +141,23 @@ def test_final_failures_are_not_asked_again_and_retries_stop_after_a_while(emula
     emulator.faults.api_status[gone.id] = 404
     emulator.faults.api_status[flaky.id] = 503
     since = newest - timedelta(days=4)  # before the next syncs' overlap: nothing else is new
-    first = synced(emulator, tmp_path, since=since, retry_for=pd.Timedelta(days=2))
+    fast = SiroClient(TOKEN, emulator.api_url, retries=FAST_RETRIES)  # the 503s without waits
+    first = synced(emulator, tmp_path, since=since, retry_for=pd.Timedelta(days=2), client=fast)
     kinds = first.recordings.set_index("recording_id")["error_kind"]
     assert (kinds["gone"], kinds["flaky"]) == ("not_found", "server_error")
 
     # A day later (by Siro's dates): the 503 is retried, the 404 is not asked again.
     newcomer(emulator, "next-day", newest + timedelta(days=1))
     emulator.stats.reset()
-    second = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2))
+    second = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2), client=fast)
     assert second.retried == 1
     assert set(emulator.stats.api_calls) == {"next-day", "flaky"}
 
     # Three days on, flaky is older than retry_for: it keeps its last error.
     newcomer(emulator, "later", newest + timedelta(days=3))
     emulator.stats.reset()
-    third = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2))
+    third = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2), client=fast)
+    fast.close()
     assert third.retried == 0
     assert set(emulator.stats.api_calls) == {"later"}
     kept = siro_data.read_manifest(tmp_path / "manifest.parquet").set_index("recording_id")
