@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 import pandas as pd
 
 from . import core, processors
-from .client import SiroClient, TokenSource
+from .client import SiroClient, TokenSource, opened
 from .download import Downloader
 from .inputs import IdsLike, absolute, check_settings, is_dask
 from .progress import ProgressChoice, Reporter, reporter_for
@@ -157,9 +157,9 @@ def fetch_all(
 
     def connect() -> AbstractContextManager[SiroClient]:
         """The API client, made only when some id must be fetched (no token needed before)."""
-        if client is not None:
-            return nullcontext(client)  # the caller's: not closed here
-        return SiroClient(token, api_url, requests_per_minute=requests_per_minute, timeout=timeout)
+        return opened(
+            client, token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
+        )
 
     with nullcontext(downloader) if downloader else Downloader(timeout=timeout) as storage:
         return core.run(

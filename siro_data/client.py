@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -428,6 +429,30 @@ class SiroClient:
         return f"SiroClient(api_url={self.api_url!r}, token=<redacted>)"
 
 
+def opened(
+    client: SiroClient | None,
+    token: TokenSource | None = None,
+    api_url: str | None = None,
+    *,
+    requests_per_minute: int = 1000,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> AbstractContextManager[SiroClient]:
+    """``client`` to use in a ``with`` (the caller's: left open), or one made from the
+    settings and closed on exit.
+
+    Examples
+    --------
+    >>> from siro_data.emulator import Emulator
+    >>> with Emulator(token="tok-example") as emu, opened(None, "tok-example", emu.api_url) as c:
+    ...     pages = list(c.list_pages({"limit": "100"}))
+    >>> len(pages)
+    1
+    """
+    if client is not None:
+        return nullcontext(client)
+    return SiroClient(token, api_url, requests_per_minute=requests_per_minute, timeout=timeout)
+
+
 def sign(
     recording_id: str, token: TokenSource | None = None, api_url: str | None = None
 ) -> SignedURL:
@@ -469,5 +494,5 @@ def sign(
     >>> "<redacted>" in repr(signed), signed.expiration > pd.Timestamp.now(tz="UTC")
     (True, True)
     """
-    with SiroClient(token, api_url) as client:
+    with opened(None, token, api_url) as client:
         return client.sign(recording_id)

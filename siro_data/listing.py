@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .client import SiroClient, TokenSource
+from .client import SiroClient, TokenSource, opened
 from .sessions import DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -153,19 +153,12 @@ def list_recordings(
         result=result,
         page_size=page_size,
     )
-    own = client is None
-    if client is None:
-        client = SiroClient(
-            token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
-        )
     items: list[Mapping[str, Any]] = []
-    try:
-        for number, page in enumerate(client.list_pages(params), start=1):
+    settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
+    with opened(client, token, api_url, **settings) as api:
+        for number, page in enumerate(api.list_pages(params), start=1):
             items.extend(page)
             log.info("recordings page %d: %d items, %d so far", number, len(page), len(items))
-    finally:
-        if own:
-            client.close()
     return recordings_frame(items)
 
 

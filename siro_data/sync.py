@@ -30,7 +30,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import core, processors, store
-from .client import SiroClient, TokenSource
+from .client import SiroClient, TokenSource, opened
 from .download import Downloader
 from .exceptions import LocalFileError
 from .files import replacing
@@ -222,14 +221,8 @@ def sync(
     check_manifest_files(listing_path(manifest_path), "listing")
     check_manifest_files(state, "sync state")
 
-    if client is None:
-        client = SiroClient(
-            token, api_url, requests_per_minute=requests_per_minute, timeout=timeout
-        )
-        opened = client
-    else:
-        opened = nullcontext(client)  # the caller's: not closed here
-    with opened as api:
+    settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
+    with opened(client, token, api_url, **settings) as api:
         listed, calls = _list(api, start, _teams(team_id), filters)
         _keep(listing_path(manifest_path), listed)
         newest = _newest(listed, watermark)
@@ -240,7 +233,7 @@ def sync(
                 todo,
                 out_dir,
                 manifest_path,
-                connect=lambda: nullcontext(api),
+                connect=lambda: opened(api),  # the one client: listing and signing share its pace
                 downloader=downloader,
                 reporter=reporter_for(progress, manifest_path),
                 workers=workers,
