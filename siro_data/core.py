@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -104,7 +104,8 @@ def run(
     check_manifest_files(manifest_path)
     source = manifest_path if resume_from is None else absolute(resume_from)
 
-    untouched, tasks, invalid = _plan(keys, source, out_dir, steps, overwrite)
+    plan = _plan(keys, source, out_dir, steps, overwrite)
+    untouched, tasks, invalid = plan.untouched, plan.tasks, plan.invalid
     journal = Journal(manifest_path)
     finished: set[str | None] = set()
 
@@ -119,7 +120,7 @@ def run(
         return found.iloc[0].to_dict() if len(found) else None
 
     with ExitStack() as opened:
-        fetching = any(row is None for _, row in tasks)
+        fetching = len(tasks) > len(plan.resumed)
         client = opened.enter_context(connect()) if fetching else None
         work = _Run(
             client, downloader, out_dir, workers, overwrite, reporter, complete_elsewhere, steps
@@ -129,8 +130,8 @@ def run(
             for key in invalid:
                 record(error_row(key, f"invalid id: {invalid_reason(key)}", Kind.INVALID_ID))
             if tasks:
-                work.execute(tasks, record)
-            not_reached = [stopped_row(key) for key, _ in tasks if key not in finished]
+                work.execute(tasks, plan.resumed, record)
+            not_reached = [stopped_row(key) for key in tasks if key not in finished]
             journal.extend(not_reached)
             for row in not_reached:
                 reporter.finished(row)
@@ -149,7 +150,7 @@ def run(
             raise
         reporter.close()
     _save(manifest_path, keys, failing=False)
-    fresh = [key for key, _ in tasks] + invalid
+    fresh = tasks + invalid
     if fresh:  # this run's rows, as saved: held by the file, not kept in memory meanwhile
         saved = read_rows(manifest_path, store.as_ids(fresh))
         manifest = in_order(pa.concat_tables([to_arrow(untouched), saved]), keys)
@@ -159,12 +160,20 @@ def run(
     return manifest
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a run has to do."""
+
+    untouched: pd.DataFrame  # complete, nothing left to do: no task, no object per row
+    tasks: list[str]  # the ids to finish, in input order
+    resumed: dict[str, Row]  # the tasks' rows that are complete, their post-steps left
+    invalid: list[str | None]  # ids that cannot be asked for
+
+
 def _plan(
     keys: pa.Array, source: Path, out_dir: Path, steps: Sequence[Processor], overwrite: bool
-) -> tuple[pd.DataFrame, list[tuple[str, Row | None]], list[str | None]]:
-    """What a run has to do: the rows complete with nothing left to do (no task, no Python
-    object per row), a task per id to finish (with its resumed row, if any), the invalid ids.
-    """
+) -> _Plan:
+    """What a run over ``keys`` has to do, from what ``source`` has complete."""
     try:
         resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
     except OSError as exc:  # known before any request: a sentence, not a traceback
@@ -175,11 +184,8 @@ def _plan(
     done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
     tasks, invalid = [], []
     for key in keys.filter(pc.invert(done)).to_pylist():  # objects only for the work to do
-        if invalid_reason(key) is None:
-            tasks.append((key, to_finish.get(key)))
-        else:
-            invalid.append(key)
-    return untouched, tasks, invalid
+        (tasks if invalid_reason(key) is None else invalid).append(key)
+    return _Plan(untouched, tasks, to_finish, invalid)
 
 
 def report_outcome(manifest: pd.DataFrame) -> None:
@@ -234,8 +240,10 @@ class _Run:
     steps: Sequence[Processor] = ()
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def execute(self, tasks: list[tuple[str, Row | None]], record: Callable[[Row], None]) -> None:
-        """Finish every id (with its resumed row, if any); record each row as it finishes;
+    def execute(
+        self, tasks: list[str], resumed: Mapping[str, Row], record: Callable[[Row], None]
+    ) -> None:
+        """Finish every id (from its ``resumed`` row, if any); record each row as it finishes;
         raise what stops the run.
         """
         (self.out_dir / LOCKS_FOLDER).mkdir(exist_ok=True)
@@ -246,8 +254,8 @@ class _Run:
 
         def submit(count: int) -> None:
             """A few ids ahead of the workers, not all: waiting stays cheap for 100,000 ids."""
-            for index, (key, resumed) in itertools.islice(queue, count):
-                future = pool.submit(self._finish, key, resumed)
+            for index, key in itertools.islice(queue, count):
+                future = pool.submit(self._finish, key, resumed.get(key))
                 order[future] = index
                 pending.add(future)
 
