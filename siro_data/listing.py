@@ -190,16 +190,16 @@ def recording_query(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}, got {page_size}")
     params = {"limit": str(int(page_size))}
-    lower, upper = _utc("since", since), _utc("until", until)
+    lower, upper = as_utc("since", since), as_utc("until", until)
     if lower is not None and upper is not None and lower >= upper:
         raise ValueError(
             f"since ({lower.isoformat()}) must be before until ({upper.isoformat()}): "
             "both bounds are exclusive"
         )
     if lower is not None:
-        params["dateCreated:gt"] = _wire(lower, up=False)
+        params["dateCreated:gt"] = wire_date(lower, up=False)
     if upper is not None:
-        params["dateCreated:lt"] = _wire(upper, up=True)
+        params["dateCreated:lt"] = wire_date(upper, up=True)
     for name, key, value, many in (
         ("team_id", "teamId", team_id, True),
         ("organization_id", "organizationId", organization_id, False),
@@ -256,7 +256,7 @@ def recordings_frame(items: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _utc(name: str, value: object) -> pd.Timestamp | None:
+def as_utc(name: str, value: object) -> pd.Timestamp | None:
     """``value`` as a UTC timestamp (naive means UTC); a ValueError naming ``name`` if not."""
     if value is None:
         return None
@@ -276,7 +276,7 @@ def _utc(name: str, value: object) -> pd.Timestamp | None:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _wire(stamp: pd.Timestamp, up: bool) -> str:
+def wire_date(stamp: pd.Timestamp, up: bool) -> str:
     """``stamp`` in Siro's ``YYYY-MM-DDTHH:mm:ss.sssZ``, rounded to a millisecond down or up."""
     nanoseconds = stamp.as_unit("ns").value
     milliseconds = -(-nanoseconds // 1_000_000) if up else nanoseconds // 1_000_000

@@ -243,7 +243,7 @@ def conform(table: pa.Table) -> pa.Table:
 
 def from_arrow(table: pa.Table) -> pd.DataFrame:
     """Manifest rows held in Arrow as a manifest frame (strings stay Arrow-backed)."""
-    return store.to_pandas(conform(table), SCHEMA)
+    return store.to_pandas(conform(table))
 
 
 def to_arrow(rows: Iterable[Row] | pd.DataFrame) -> pa.Table:

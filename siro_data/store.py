@@ -66,9 +66,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def to_pandas(table: pa.Table, schema: pa.Schema) -> pd.DataFrame:
-    """Rows held in Arrow as a frame of the dtypes ``schema`` stands for."""
-    return conform(table, schema).to_pandas(types_mapper=_PANDAS_TYPES.get)
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Rows held in Arrow (of one of these files' schemas) as a frame of its dtypes."""
+    return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
 
 
 def concat(schema: pa.Schema, tables: Iterable[pa.Table]) -> pa.Table:

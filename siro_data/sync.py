@@ -44,7 +44,14 @@ from .download import Downloader
 from .exceptions import LocalFileError
 from .files import replacing
 from .inputs import absolute, check_manifest_files, check_settings, ensure_writable_dir
-from .listing import LISTING_COLUMNS, DateLike, recording_query, recordings_frame
+from .listing import (
+    LISTING_COLUMNS,
+    DateLike,
+    as_utc,
+    recording_query,
+    recordings_frame,
+    wire_date,
+)
 from .locks import manifest_lock
 from .manifest import read_rows
 from .progress import ProgressChoice, Reporter, reporter_for
@@ -297,7 +304,7 @@ def _start(
         )
     candidates = [] if watermark is None else [watermark - overlap]
     if since is not None:
-        candidates.append(_utc(since))
+        candidates.append(as_utc("since", since))
     return min(candidates)
 
 
@@ -398,7 +405,7 @@ def _listing_rows(path: Path, ids: pa.Array | None = None) -> pd.DataFrame:
     """The kept listing (only ``ids``' rows when given), as a typed frame."""
     with manifest_lock(path, optional=True):
         table = store.scan(path, LISTING_SCHEMA, ids)
-    return store.to_pandas(table, LISTING_SCHEMA)
+    return store.to_pandas(table)  # scanned with the listing's schema
 
 
 def _state_path(manifest_path: Path, filters: dict[str, str]) -> Path:
@@ -437,12 +444,5 @@ def _move_watermark(path: Path, newest: pd.Timestamp | None, filters: dict[str, 
             raise LocalFileError(exc, "save the watermark", path) from exc
 
 
-def _utc(value: DateLike) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def _iso(stamp: pd.Timestamp | None) -> str:
-    if stamp is None or pd.isna(stamp):
-        return "none yet"
-    return stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return "none yet" if stamp is None or pd.isna(stamp) else wire_date(stamp, up=False)
