@@ -1,8 +1,9 @@
 """The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all` and
 :func:`sync`, nothing more.
 
-Exit status: 0 when every row is ok, 1 when some rows failed, 2 on a usage or
-authentication error (130 when interrupted).
+Every way a command ends is one of :data:`EXIT_CODES`, said in one sentence on
+stderr when it is not success (the traceback only with ``-v``): a scheduler
+reads the code and knows whether to retry later or to call someone.
 
 Progress (``--progress``): tqdm bars when stderr is a terminal, else one plain
 log line every 10 s, as :func:`siro_data.fetch_all` chooses them.
@@ -13,20 +14,39 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
 from ._version import __version__
 from .api import fetch_all
 from .client import TOKEN_ENV
-from .exceptions import AuthError, LocalFileError
+from .exceptions import AuthError, LocalFileError, SiroAPIError
 from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
+from .rows import UNAVAILABLE_KINDS, Status
 from .summary import summarize
-from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, listing_path, sync
+from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, sync
+from .sync_state import listing_path
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_BUG, EXIT_INTERRUPTED = 70, 130
+
+#: What each exit status means, and what a pipeline should do with it.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "done: every recording this run tried is complete",
+    EXIT_SOME_FAILED: "some recordings failed (the manifest says why): retry later, "
+    "the next run asks again those a retry may cure",
+    EXIT_SETUP: "fix the setup: bad arguments, no token or a refused one, a file or folder "
+    "that cannot be read or written; retrying as it is will fail the same way",
+    EXIT_UNAVAILABLE: "Siro's API or the network did not answer after the retries: "
+    "retry later, nothing finished is lost",
+    EXIT_BUG: "an error siro_data did not foresee (a bug): run again with -v and report "
+    "the traceback",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT): run again to resume",
+}
 
 
 def read_ids(path: Path, id_column: str) -> pd.DataFrame:
@@ -61,18 +81,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sync":
             return _sync(args)
         ids = read_ids(args.ids, args.id_column)
-        return _fetch(ids, args, token=None, api_url=args.api_url)
-    except (ValueError, OSError) as exc:  # one sentence: the path and the cause
-        logging.getLogger(__name__).debug("what stopped the run", exc_info=exc)  # with -v
-        print(f"siro-data: error: {_sentence(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except AuthError as exc:
-        print(f"siro-data: authentication failed, run stopped: {exc}", file=sys.stderr)
-        print(f"the manifest keeps every row finished before: {args.manifest}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fetch(ids, args, id_column=args.id_column, api_url=args.api_url)
     except KeyboardInterrupt as exc:
-        print(f"siro-data: {exc or 'interrupted; run again to continue'}", file=sys.stderr)
-        return 130
+        return _fail(EXIT_INTERRUPTED, str(exc) or "interrupted; run again to continue", exc)
+    except AuthError as exc:
+        kept = _kept(args)
+        return _fail(EXIT_SETUP, f"authentication failed ({exc}): the run stopped; {kept}", exc)
+    except SiroAPIError as exc:
+        if exc.retry_later:
+            sentence = f"Siro's API is unavailable ({exc}): run again later; {_kept(args)}"
+            return _fail(EXIT_UNAVAILABLE, sentence, exc)
+        return _fail(EXIT_SETUP, f"Siro's API refused the request ({exc}); {_kept(args)}", exc)
+    except (ValueError, OSError) as exc:  # one sentence: the path and the cause
+        return _fail(EXIT_SETUP, f"error: {_sentence(exc)}", exc)
+    except Exception as exc:
+        return _fail(EXIT_BUG, f"unexpected error: {type(exc).__name__}: {exc}", exc)
+
+
+def _fail(code: int, sentence: str, error: BaseException) -> int:
+    """Say why the command ends, in one line on stderr; the traceback goes to the debug log."""
+    logging.getLogger(__name__).debug("what stopped the run", exc_info=error)  # with -v
+    print(f"siro-data: {sentence}", file=sys.stderr)
+    return code
+
+
+def _kept(args: argparse.Namespace) -> str:
+    return f"the rows finished are kept in {Path(args.manifest).absolute()}"
 
 
 def _sentence(error: Exception) -> str:
@@ -84,10 +118,17 @@ def _sentence(error: Exception) -> str:
     return str(error)
 
 
-def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: str | None) -> int:
+def _fetch(
+    ids: pd.DataFrame,
+    args: argparse.Namespace,
+    *,
+    id_column: str = "recording_id",
+    token: str | None = None,
+    api_url: str | None = None,
+) -> int:
     manifest = fetch_all(
         ids,
-        id_column=args.id_column,
+        id_column=id_column,
         out_dir=args.out_dir,
         manifest_path=args.manifest,
         token=token,
@@ -100,7 +141,7 @@ def _fetch(ids: object, args: argparse.Namespace, token: str | None, api_url: st
     )
     print(summarize(manifest))
     print(f"manifest: {Path(args.manifest).absolute()}")
-    return EXIT_SOME_FAILED if manifest["error"].notna().any() else EXIT_OK
+    return exit_status(manifest)
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -123,7 +164,26 @@ def _sync(args: argparse.Namespace) -> int:
     print(synced.summary())
     print(f"manifest: {Path(args.manifest).absolute()}")
     print(f"listing: {listing_path(Path(args.manifest).absolute())}")
-    return EXIT_SOME_FAILED if synced.recordings["error"].notna().any() else EXIT_OK
+    return exit_status(synced.tried)
+
+
+def exit_status(rows: pd.DataFrame) -> int:
+    """0 when every row is ok; 3 when nothing got through and every failure was the API's
+    (the API was unreachable); else 1 when some row failed.
+
+    Examples
+    --------
+    >>> from siro_data.rows import to_frame
+    >>> down = {"recording_id": "a", "error": "no answer from the API", "error_kind": "connection"}
+    >>> exit_status(to_frame([down])), exit_status(to_frame([down, {"recording_id": "b"}]))
+    (3, 1)
+    """
+    failed = rows[rows["status"].ne(Status.OK).to_numpy(dtype=bool)]
+    if failed.empty:
+        return EXIT_OK
+    if len(failed) == len(rows) and failed["error_kind"].isin(UNAVAILABLE_KINDS).all():
+        return EXIT_UNAVAILABLE
+    return EXIT_SOME_FAILED
 
 
 def _reporter(args: argparse.Namespace) -> Reporter:
@@ -141,20 +201,32 @@ def _demo(args: argparse.Namespace) -> int:
 
     with Emulator() as emulator:
         print(f"emulator at {emulator.api_url} with {len(emulator.recordings)} sample recordings")
-        ids = pd.DataFrame({args.id_column: list(emulator.recordings)})
+        ids = pd.DataFrame({"recording_id": list(emulator.recordings)})
         return _fetch(ids, args, token=emulator.token, api_url=emulator.api_url)
 
 
+_EXIT_TEXT = "exit status:\n" + "\n".join(
+    textwrap.fill(meaning, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7)
+    for code, meaning in EXIT_CODES.items()
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line on stderr like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_SETUP, f"siro-data: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="siro-data",
         description="Fetch Siro call-recording audio to disk, with a parquet manifest.",
     )
     parser.add_argument("--version", action="version", version=f"siro-data {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--id-column", default="recording_id", help="column holding the ids")
+    common = _Parser(add_help=False)
     common.add_argument("--out-dir", default="data/recordings", help="where audio files go")
     common.add_argument("--manifest", default="data/manifest.parquet", help="manifest path")
     common.add_argument("--workers", type=int, default=16, help="recordings in flight at once")
@@ -164,7 +236,6 @@ def _parser() -> argparse.ArgumentParser:
         default=1000,
         help="API pace; Siro allows 1000 per token per minute (lower it to share a token)",
     )
-    common.add_argument("--overwrite", action="store_true", help="fetch complete rows again")
     common.add_argument(
         "--convert-to",
         choices=["wav", "flac"],
@@ -187,13 +258,19 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
+    overwrite = _Parser(add_help=False)
+    overwrite.add_argument("--overwrite", action="store_true", help="fetch complete rows again")
+
     fetch = commands.add_parser(
         "fetch",
-        parents=[common],
+        parents=[common, overwrite],
         help="fetch the recordings listed in a CSV or parquet file",
         description=f"Fetch recordings; the token comes from ${TOKEN_ENV}.",
+        epilog=_EXIT_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fetch.add_argument("ids", type=Path, help="IDS.csv or IDS.parquet")
+    fetch.add_argument("--id-column", default="recording_id", help="column holding the ids")
     fetch.add_argument("--api-url", default=None, help="default: $SIRO_API_URL or Siro's API")
 
     synced = commands.add_parser(
@@ -205,6 +282,8 @@ def _parser() -> argparse.ArgumentParser:
             f"not complete, retry failures a later run may cure. The token comes from "
             f"${TOKEN_ENV}; the watermark and the listing are kept beside the manifest."
         ),
+        epilog=_EXIT_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     synced.add_argument("--since", help="list from this date (needed by the first sync)")
     synced.add_argument("--team-id", nargs="+", help="only these teams (each listed apart)")
@@ -227,7 +306,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "demo",
-        parents=[common],
+        parents=[common, overwrite],
         help="run the whole job against the built-in emulator (no token, no network)",
     )
     commands.add_parser(  # listed here; main() hands its arguments to the emulator's own parser

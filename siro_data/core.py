@@ -27,7 +27,14 @@ import pyarrow.compute as pc
 from . import audio, processors, store
 from .client import SignedURL, SiroClient
 from .download import Downloader, partial_path, partial_size
-from .exceptions import AuthError, DownloadError, Interrupted, LocalFileError, SiroDataError
+from .exceptions import (
+    AuthError,
+    DownloadError,
+    Interrupted,
+    LocalFileError,
+    SiroDataError,
+    UnavailableError,
+)
 from .inputs import (
     IdsLike,
     absolute,
@@ -42,6 +49,7 @@ from .naming import file_stem, url_extension
 from .processors import Processor
 from .progress import Reporter
 from .rows import (
+    UNAVAILABLE_KINDS,
     Kind,
     Row,
     empty_manifest,
@@ -59,6 +67,10 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 #: Ids handed to the thread pool ahead of time, per worker.
 QUEUED_PER_WORKER = 2
+#: Rows in a row failed because the API did (no answer, 5xx, 429 after the retries), per
+#: worker, after which the run stops with ``UnavailableError``: every worker met the outage
+#: twice, so it is the API's, and the rest would only fail the same way, slowly.
+UNAVAILABLE_PER_WORKER = 2
 
 
 def run(
@@ -239,6 +251,7 @@ class _Run:
     complete_elsewhere: Callable[[str], Row | None]
     steps: Sequence[Processor] = ()
     stop: threading.Event = field(default_factory=threading.Event)
+    failing_in_a_row: int = 0  # rows just recorded that failed because the API did
 
     def execute(
         self, tasks: list[str], resumed: Mapping[str, Row], record: Callable[[Row], None]
@@ -282,16 +295,31 @@ class _Run:
         if fatal is not None:
             raise fatal
 
-    @staticmethod
-    def _collect(future: Future, record: Callable[[Row], None]) -> BaseException | None:
+    def _collect(self, future: Future, record: Callable[[Row], None]) -> BaseException | None:
         """Record a finished row; return the error that must stop the run, if any."""
         if future.cancelled():
             return None
         error = future.exception()
         if error is None:
-            record(future.result())
-            return None
+            row = future.result()
+            record(row)
+            return self._outage(row)
         return None if isinstance(error, _Stopped) else error
+
+    def _outage(self, row: Row) -> UnavailableError | None:
+        """An error that stops the run once so many rows in a row failed because the API did."""
+        if row.get("error_kind") not in UNAVAILABLE_KINDS:
+            self.failing_in_a_row = 0
+            return None
+        self.failing_in_a_row += 1
+        if self.failing_in_a_row < UNAVAILABLE_PER_WORKER * self.workers:
+            return None
+        self.stop.set()
+        return UnavailableError(
+            None,
+            f"the API failed {self.failing_in_a_row} recordings in a row, the last with"
+            f" {row['error']}",
+        )
 
     def _halt(self, pending: set[Future]) -> None:
         self.stop.set()

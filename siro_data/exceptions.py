@@ -6,7 +6,7 @@ request holds the auth token and, for storage, the signed URL.
 
 from __future__ import annotations
 
-from .rows import Kind
+from .rows import UNAVAILABLE_KINDS, Kind
 
 
 class SiroDataError(Exception):
@@ -46,11 +46,31 @@ class SiroAPIError(SiroDataError):
             429: Kind.RATE_LIMITED,
         }.get(self.status, Kind.SERVER_ERROR if self.status >= 500 else Kind.API_ERROR)
 
+    @property
+    def retry_later(self) -> bool:
+        """Whether the API, not the request, failed (no answer, 5xx, 429): try again later."""
+        return self.kind in UNAVAILABLE_KINDS
+
 
 class AuthError(SiroAPIError):
     """The token was rejected (401): the whole run stops, since every call would fail."""
 
     kind = Kind.UNAUTHORIZED
+
+
+class UnavailableError(SiroAPIError):
+    """The API kept failing (no answer, 5xx, 429 after the retries): try again later.
+
+    A run stops with it once so many recordings in a row failed that way that
+    the API, not the recordings, is at fault: the ids not reached are
+    ``stopped`` rows, fetched by the next run.
+    """
+
+    kind = Kind.UNAVAILABLE
+
+    @property
+    def retry_later(self) -> bool:
+        return True
 
 
 class DownloadError(SiroDataError):

@@ -37,8 +37,9 @@ COLUMNS: dict[str, str] = {
     "codec": "string",
 }
 
-#: The same columns as an Arrow schema: what the parquet file holds.
-SCHEMA = pa.schema([(name, store.ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
+#: The same columns as an Arrow schema, with the pandas metadata that gives any reader of the
+#: parquet file these dtypes: what the file holds.
+SCHEMA = store.schema_of(COLUMNS)
 
 Row = Mapping[str, Any]
 
@@ -70,6 +71,7 @@ class Kind:
     STOPPED = "stopped"
     #: Errors that stop the run or are cured at once, never a row's kind.
     UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
     EXPIRED_URL = "expired_url"
 
 
@@ -92,11 +94,17 @@ KINDS: dict[str, str] = {
 }
 
 #: Kinds errors carry that no row ever shows: a rejected token stops the whole run
-#: (``AuthError``); an expired URL is signed again at once.
+#: (``AuthError``), as does an API that stopped answering (``UnavailableError``); an expired
+#: URL is signed again at once.
 RUN_KINDS: dict[str, str] = {
     Kind.UNAUTHORIZED: "the token was rejected and could not be renewed: the run stops",
+    Kind.UNAVAILABLE: "the API failed for many recordings in a row: the run stops, retry later",
     Kind.EXPIRED_URL: "the signed URL expired: it is signed again and the download continues",
 }
+
+#: Failures that say the API is down or overloaded, not that the recording is wrong: retried
+#: by the next run, and a run whose every attempt ended so found the API unreachable.
+UNAVAILABLE_KINDS = frozenset({Kind.CONNECTION, Kind.SERVER_ERROR, Kind.RATE_LIMITED})
 
 STOPPED_MESSAGE = "not fetched: the run was stopped"
 
@@ -248,7 +256,8 @@ def from_arrow(table: pa.Table) -> pd.DataFrame:
 
 def to_arrow(rows: Iterable[Row] | pd.DataFrame) -> pa.Table:
     """Manifest rows (dicts or a frame) as an Arrow table of :data:`SCHEMA`."""
-    return pa.Table.from_pandas(to_frame(rows), schema=SCHEMA, preserve_index=False)
+    table = pa.Table.from_pandas(to_frame(rows), schema=SCHEMA, preserve_index=False)
+    return table.replace_schema_metadata(SCHEMA.metadata)  # ours, not the frame's
 
 
 def in_order(rows: pa.Table | pd.DataFrame, keys: pa.Array) -> pd.DataFrame:

@@ -11,8 +11,9 @@ row group at a time, only the new rows' ids hashed. Files are replaced whole
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,34 @@ _PANDAS_TYPES = {
     pa.int64(): pd.Int64Dtype(),
     pa.bool_(): pd.BooleanDtype(),
 }
+#: A string column's dtype as the pandas metadata names it: with its storage, so that pandas
+#: 2.x (whose plain "string" holds Python objects) reads what pandas 3 and our readers read.
+_STRING_IN_METADATA = "string[pyarrow]"
+
+
+def schema_of(dtypes: Mapping[str, str]) -> pa.Schema:
+    """The Arrow schema of columns of these pandas dtypes, carrying pandas' own metadata.
+
+    The metadata makes the file its own contract with readers that never import
+    siro_data: ``pandas.read_parquet``, ``pyarrow``'s ``Table.to_pandas`` and
+    ``dask.dataframe.read_parquet`` give back ``string``, ``Int64`` with nulls,
+    ``boolean`` and UTC times, not ``object`` and ``float64``.
+
+    Examples
+    --------
+    >>> schema = schema_of({"recording_id": "string", "size_bytes": "Int64"})
+    >>> table = pa.table({"recording_id": ["a", None], "size_bytes": [3, None]}, schema=schema)
+    >>> table.to_pandas().dtypes.astype(str).tolist()
+    ['string', 'Int64']
+    """
+    fields = pa.schema([(name, ARROW_TYPES[dtype]) for name, dtype in dtypes.items()])
+    empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
+    generated = pa.Table.from_pandas(empty, schema=fields, preserve_index=False)
+    metadata = json.loads(generated.schema.metadata[b"pandas"])
+    for column in metadata["columns"]:
+        if dtypes[column["name"]] == "string":
+            column["numpy_type"] = _STRING_IN_METADATA
+    return fields.with_metadata({b"pandas": json.dumps(metadata).encode()})
 
 
 def as_ids(ids: Iterable[str | None] | pa.Array) -> pa.Array:

@@ -25,39 +25,34 @@ machine's clock.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import core, processors, store
 from .client import SiroClient, TokenSource, opened
 from .download import Downloader
-from .exceptions import LocalFileError
-from .files import replacing
 from .inputs import absolute, check_manifest_files, check_settings, ensure_writable_dir
-from .listing import (
-    LISTING_COLUMNS,
-    DateLike,
-    as_utc,
-    recording_query,
-    recordings_frame,
-    wire_date,
-)
-from .locks import manifest_lock
+from .listing import DateLike, as_utc, recording_query, recordings_frame
 from .manifest import read_rows
 from .progress import ProgressChoice, Reporter, reporter_for
 from .rows import Kind, Status, from_arrow
 from .sessions import DEFAULT_TIMEOUT
 from .summary import summarize
+from .sync_state import (
+    iso,
+    keep_listing,
+    listing_path,
+    listing_rows,
+    move_watermark,
+    read_watermark,
+    recent_listing,
+    watermark_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,32 +79,26 @@ RETRIED_KINDS = frozenset(
     }
 )
 
-#: The listing kept beside the manifest: what ``list_recordings`` returns, the team the sync
-#: listed it under (Siro's listing does not say), and when this sync saw it.
-LISTING_SCHEMA = pa.schema(
-    [
-        (name, store.ARROW_TYPES[dtype])
-        for name, dtype in {**LISTING_COLUMNS, "team_id": "string"}.items()
-    ]
-    + [("listed_at", pa.timestamp("ns", tz="UTC"))]
-)
-
-
-def listing_path(manifest_path: str | os.PathLike[str]) -> Path:
-    """The listing kept beside a manifest: ``manifest.parquet`` → ``manifest.listing.parquet``."""
-    path = Path(manifest_path)
-    return path.with_name(f"{path.stem}.listing.parquet")
-
 
 @dataclass(frozen=True)
 class SyncResult:
     """What one sync did.
 
+    Its figures speak of this sync: a recording whose failure is final (not
+    found, forbidden) and known from an earlier sync is not asked again, and is
+    counted apart (:attr:`known_failed`), not as a failure of this one.
+
     Attributes
     ----------
     recordings : pandas.DataFrame
-        The recordings this sync fetched or retried: their listing columns
+        The listed window (and the failed rows retried): listing columns
         joined to their manifest row (``path``, ``duration``, ``error``, ...).
+    tried : pandas.DataFrame
+        The rows of ``recordings`` this sync fetched or tried again (new ones,
+        retried failures, complete rows whose file had gone), as they ended.
+    known_failed : pandas.DataFrame
+        The listed recordings whose failure an earlier sync found final: not
+        asked again.
     listed : int
         Recordings the listing returned (the overlap's included).
     list_calls : int
@@ -125,6 +114,8 @@ class SyncResult:
     """
 
     recordings: pd.DataFrame
+    tried: pd.DataFrame
+    known_failed: pd.DataFrame
     listed: int
     list_calls: int
     new: int
@@ -132,16 +123,47 @@ class SyncResult:
     since: pd.Timestamp
     watermark: pd.Timestamp | None
 
+    @property
+    def fetched(self) -> int:
+        """Recordings this sync made complete."""
+        return int(self.tried["status"].eq(Status.OK).sum())
+
+    @property
+    def failed(self) -> int:
+        """Recordings this sync tried that failed (``tried``'s failed rows)."""
+        return int(self.tried["status"].eq(Status.FAILED).sum())
+
     def summary(self) -> str:
-        """A few lines for people: what was listed, fetched, retried, how it ended."""
+        """A few lines for people: what was listed, fetched, retried, how this sync ended.
+
+        The counts, failures and audio are this sync's; known final failures get a line
+        of their own.
+        """
+        *outcome, audio = summarize(self.tried).splitlines()
         lines = [
-            f"listed {self.listed:,} recordings created after {_iso(self.since)}"
-            f" ({self.list_calls:,} list calls)",
-            f"fetched {self.new:,} new, retried {self.retried:,} that had failed",
-            summarize(self.recordings),
-            f"watermark: {_iso(self.watermark)}",
+            f"listed {self.listed} recordings created after {iso(self.since)}"
+            f" ({self.list_calls} list calls)",
+            f"fetched {self.new} new, retried {self.retried} that had failed",
+            *outcome,
         ]
+        if len(self.known_failed):
+            lines.append(known_failures_line(self.known_failed))
+        lines += [audio, f"watermark: {iso(self.watermark)}"]
         return "\n".join(lines)
+
+
+def known_failures_line(rows: pd.DataFrame) -> str:
+    """``2 known failures, not asked again: forbidden 1, not_found 1``.
+
+    Examples
+    --------
+    >>> known_failures_line(pd.DataFrame({"error_kind": ["not_found"]}))
+    '1 known failure, not asked again: not_found'
+    """
+    kinds = rows["error_kind"].fillna("error").value_counts().sort_index()
+    named = [kind if len(kinds) == 1 else f"{kind} {count}" for kind, count in kinds.items()]
+    noun = "failure" if len(rows) == 1 else "failures"
+    return f"{len(rows)} known {noun}, not asked again: {', '.join(named)}"
 
 
 def sync(
@@ -220,8 +242,8 @@ def sync(
     # The filters, checked before anything else; each set has its own watermark.
     query = recording_query(since, None, team_id, organization_id, conversation_type, result)
     filters = {key: value for key, value in query.items() if not key.startswith(("limit", "date"))}
-    state = _state_path(manifest_path, filters)
-    watermark = _read_watermark(state)
+    state = watermark_path(manifest_path, filters)
+    watermark = read_watermark(state)
     start = _start(since, watermark, overlap)
     ensure_writable_dir(out_dir, "out_dir")
     check_manifest_files(manifest_path)
@@ -231,13 +253,13 @@ def sync(
     settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
     with opened(client, token, api_url, **settings) as api:
         listed, calls = _list(api, start, _teams(team_id), filters)
-        _keep(listing_path(manifest_path), listed)
+        keep_listing(listing_path(manifest_path), listed)
         newest = _newest(listed, watermark)
         horizon = None if newest is None else newest - retry_for
-        todo, new, retried = _to_fetch(manifest_path, listed, horizon)
+        plan = _to_fetch(manifest_path, listed, horizon)
         with Downloader(timeout=timeout) as downloader:
             core.run(
-                todo,
+                plan.todo,
                 out_dir,
                 manifest_path,
                 connect=lambda: opened(api),  # the one client: listing and signing share its pace
@@ -246,12 +268,35 @@ def sync(
                 workers=workers,
                 steps=processors.for_settings(convert_to),
             )
-    _move_watermark(state, newest, filters)
+    move_watermark(state, newest, filters)
     # Every listed recording, final failures included (not asked again, still failed), and
     # every retried one, as the manifest now has it.
-    recordings = _joined(manifest_path, list(dict.fromkeys([*listed["recording_id"], *todo])))
-    log.info("sync: listed %d, fetched %d new, retried %d", len(listed), new, retried)
-    return SyncResult(recordings, len(listed), calls, new, retried, start, newest)
+    ids = list(dict.fromkeys([*listed["recording_id"], *plan.todo]))
+    recordings = _joined(manifest_path, ids)
+    asked = recordings["recording_id"].isin(plan.todo).to_numpy(dtype=bool)
+    before = recordings["recording_id"].map(plan.finished_at).astype(recordings["fetched_at"].dtype)
+    rewritten = recordings["fetched_at"].ne(before).to_numpy(dtype=bool)
+    failed = recordings["status"].eq(Status.FAILED).to_numpy(dtype=bool)
+    result = SyncResult(
+        recordings,
+        tried=recordings[asked & rewritten].reset_index(drop=True),
+        known_failed=recordings[~asked & failed].reset_index(drop=True),
+        listed=len(listed),
+        list_calls=calls,
+        new=plan.new,
+        retried=plan.retried,
+        since=start,
+        watermark=newest,
+    )
+    log.info(
+        "sync: listed %d, fetched %d new, retried %d, %d failed, %d known failures",
+        result.listed,
+        result.new,
+        result.retried,
+        result.failed,
+        len(result.known_failed),
+    )
+    return result
 
 
 def read_recordings(manifest_path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -281,7 +326,7 @@ def read_recordings(manifest_path: str | os.PathLike[str]) -> pd.DataFrame:
 def _joined(manifest_path: Path, ids: list[str] | None = None) -> pd.DataFrame:
     """The kept listing's rows (of ``ids``, in their order) beside their manifest rows."""
     wanted = None if ids is None else store.as_ids(ids)
-    listing = _listing_rows(listing_path(manifest_path), wanted)
+    listing = listing_rows(listing_path(manifest_path), wanted)
     rows = from_arrow(read_rows(manifest_path, wanted))
     joined = listing.merge(rows, on="recording_id", how="left")
     if ids is not None:
@@ -336,43 +381,39 @@ def _teams(team_id: str | Iterable[str] | None) -> list[str | None]:
     return [team_id] if isinstance(team_id, str) else list(dict.fromkeys(team_id))
 
 
-def _keep(path: Path, listed: pd.DataFrame) -> None:
-    """Fold this listing into the one kept beside the manifest (a recording's latest wins)."""
-    if listed.empty:
-        return
-    rows = pa.Table.from_pandas(listed, schema=LISTING_SCHEMA, preserve_index=False)
-    try:
-        with manifest_lock(path):
-            store.fold(path, LISTING_SCHEMA, store.latest(rows))
-    except OSError as exc:
-        raise LocalFileError(exc, "save the listing", path) from exc
-
-
 def _newest(listed: pd.DataFrame, watermark: pd.Timestamp | None) -> pd.Timestamp | None:
     """The newest creation date seen: Siro's clock, never this machine's."""
     dates = [date for date in (listed["date_created"].max(), watermark) if not pd.isna(date)]
     return max(dates) if dates else None
 
 
-def _to_fetch(
-    manifest_path: Path, listed: pd.DataFrame, horizon: pd.Timestamp | None
-) -> tuple[list[str], int, int]:
-    """The ids to run, and how many are new and how many failed rows are asked again.
+@dataclass(frozen=True)
+class _Plan:
+    """What a sync asks for, and what the manifest said of it before."""
 
-    Every listed recording (complete ones cost a ``stat``), and the recent
-    recordings of the kept listing whose row failed in a way a retry may cure.
+    todo: list[str]  # new ids, failed rows retried, listed complete rows (a stat each)
+    new: int
+    retried: int
+    finished_at: dict[str, pd.Timestamp]  # ``fetched_at`` of the rows known: unchanged, untried
+
+
+def _to_fetch(manifest_path: Path, listed: pd.DataFrame, horizon: pd.Timestamp | None) -> _Plan:
+    """The ids to run: every listed recording (complete ones cost a ``stat``), and the
+    recent recordings of the kept listing whose row failed in a way a retry may cure.
     """
-    recent = _recent(listing_path(manifest_path), horizon)
+    recent = recent_listing(listing_path(manifest_path), horizon)
     created = dict(zip(recent["recording_id"], recent["date_created"], strict=True))
     created.update(zip(listed["recording_id"], listed["date_created"], strict=True))
     ids = [*listed["recording_id"].dropna(), *recent["recording_id"].dropna()]
     candidates = list(dict.fromkeys(ids))
     rows = read_rows(manifest_path, candidates)
-    complete = rows.column("error").is_null().to_pylist()
-    kinds = rows.column("error_kind").to_pylist()
-    known = dict(
-        zip(rows.column("recording_id").to_pylist(), zip(complete, kinds, strict=True), strict=True)
-    )
+    columns = ("recording_id", "error", "error_kind", "fetched_at")
+    known = {
+        key: (error is None, kind, finished)
+        for key, error, kind, finished in zip(
+            *(rows.column(name).to_pylist() for name in columns), strict=True
+        )
+    }
     listed_now = set(listed["recording_id"])
     todo, new, retried = [], 0, 0
     for key in candidates:
@@ -380,7 +421,7 @@ def _to_fetch(
             new += 1
             todo.append(key)
             continue
-        complete, kind = known[key]
+        complete, kind, _ = known[key]
         young = horizon is None or (not pd.isna(created[key]) and created[key] >= horizon)
         if complete:
             if key in listed_now:
@@ -388,61 +429,5 @@ def _to_fetch(
         elif kind in RETRIED_KINDS and young:
             retried += 1
             todo.append(key)
-    return todo, new, retried
-
-
-def _recent(path: Path, horizon: pd.Timestamp | None) -> pd.DataFrame:
-    """Ids and dates of the kept listing's recordings created at or after ``horizon``."""
-    columns = ["recording_id", "date_created"]
-    if horizon is None or not path.exists():
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
-    with manifest_lock(path, optional=True):
-        table = pq.read_table(path, columns=columns, filters=[("date_created", ">=", horizon)])
-    return table.to_pandas()
-
-
-def _listing_rows(path: Path, ids: pa.Array | None = None) -> pd.DataFrame:
-    """The kept listing (only ``ids``' rows when given), as a typed frame."""
-    with manifest_lock(path, optional=True):
-        table = store.scan(path, LISTING_SCHEMA, ids)
-    return store.to_pandas(table)  # scanned with the listing's schema
-
-
-def _state_path(manifest_path: Path, filters: dict[str, str]) -> Path:
-    """The watermark of one filter set: a dot file beside the manifest."""
-    digest = hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()[:12]
-    return manifest_path.with_name(f".{manifest_path.name}.sync-{digest}.json")
-
-
-def _read_watermark(path: Path) -> pd.Timestamp | None:
-    try:
-        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise ValueError(f"sync state {path} is not readable JSON ({exc}): remove it") from None
-    return pd.Timestamp(state["watermark"]) if state.get("watermark") else None
-
-
-def _move_watermark(path: Path, newest: pd.Timestamp | None, filters: dict[str, str]) -> None:
-    """Write the new watermark whole, never behind one another sync wrote meanwhile."""
-    if newest is None:
-        return
-    with manifest_lock(path):
-        current = _read_watermark(path)
-        if current is not None and current > newest:
-            return
-        state = {
-            "watermark": _iso(newest),
-            "filters": filters,
-            "synced_at": _iso(pd.Timestamp.now(tz="UTC")),
-        }
-        try:
-            with replacing(path) as temporary:
-                temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise LocalFileError(exc, "save the watermark", path) from exc
-
-
-def _iso(stamp: pd.Timestamp | None) -> str:
-    return "none yet" if stamp is None or pd.isna(stamp) else wire_date(stamp, up=False)
+    finished_at = {key: pd.Timestamp(finished) for key, (_, _, finished) in known.items()}
+    return _Plan(todo, new, retried, finished_at)

@@ -11,7 +11,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,9 @@ from siro_data.sessions import retry_policy
 #: are not real tokens), unmistakable in output.
 TOKEN = "tok-SENTINEL-3f9a1c77e2"
 
+#: The ``siro-data`` command, as this interpreter's environment runs it.
+COMMAND = [sys.executable, "-m", "siro_data.cli"]
+
 #: The library's own retry policy (same statuses, same 5 retries) without the backoff sleeps;
 #: Retry-After is still honoured. Passed, never patched in: ``SiroClient(..., retries=...)``,
 #: ``Downloader(retries=...)``, ``make_session(...)``.
@@ -43,6 +49,36 @@ def fetch(emu: Emulator, ids, out_dir, manifest_path, **options) -> pd.DataFrame
     """
     options = {"token": emu.token, "api_url": emu.api_url, "progress": False, **options}
     return siro_data.fetch_all(ids, out_dir=out_dir, manifest_path=manifest_path, **options)
+
+
+def cli(
+    args: list[str], emulator: Emulator | None = None, cwd=None, token: str | None = TOKEN, **popen
+) -> subprocess.Popen:
+    """``siro-data *args`` started as a user starts it, its text output piped.
+
+    The environment's ``SIRO_`` variables are replaced: the API is ``emulator``'s, the token
+    ``token`` (None: no token at all). ``popen`` goes to :class:`subprocess.Popen`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIRO_")}
+    if emulator is not None:
+        env["SIRO_API_URL"] = emulator.api_url
+    if token:
+        env["SIRO_AUTH_TOKEN"] = token
+    return subprocess.Popen(
+        [*COMMAND, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    """Wait for a command to end: its exit status, stdout and stderr."""
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
 
 
 def final_path(out_dir: Path, recording: Recording) -> Path:
@@ -135,6 +171,18 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer
         server.shutdown()
         server.server_close()
         thread.join(timeout=2)
+
+
+def markdown_table(path: Path, heading: str) -> list[list[str]]:
+    """The first table under ``heading`` (a line of ``#``s and this text) in a markdown file:
+    its rows below the header, each a list of cells stripped of spaces.
+    """
+    text = path.read_text(encoding="utf-8")
+    match = re.search(rf"^#+ {re.escape(heading)}\n(.*?)(?=^#+ |\Z)", text, re.M | re.S)
+    assert match, f"no section {heading!r} in {path.name}"
+    lines = [line for line in match.group(1).splitlines() if line.startswith("|")]
+    assert len(lines) > 2, f"no table under {heading!r} in {path.name}"
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
 import subprocess
@@ -13,36 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import TOKEN
+from support import cli, finish
 
 from siro_data import read_manifest
 from siro_data.emulator import sample_recordings
 from siro_data.manifest import write_manifest
 from siro_data.rows import to_frame
-
-COMMAND = [sys.executable, "-m", "siro_data.cli"]
-
-
-def siro_data(args, emulator=None, cwd=None, token=TOKEN, **popen) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIRO_")}
-    if emulator is not None:
-        env["SIRO_API_URL"] = emulator.api_url
-    if token:
-        env["SIRO_AUTH_TOKEN"] = token
-    return subprocess.Popen(
-        [*COMMAND, *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,
-    )
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=120)
-    return process.returncode, out, err
 
 
 @pytest.fixture
@@ -57,7 +32,7 @@ def test_console_script_is_installed():
 
 
 def test_fetch_all_ok_exits_0_with_a_summary(tmp_path, emulator, ids_csv):
-    code, out, err = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
+    code, out, err = finish(cli(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
     assert code == 0, err
     assert f"{len(emulator.recordings)} recordings: {len(emulator.recordings)} ok, 0 failed" in out
     assert f"manifest: {tmp_path / 'data' / 'manifest.parquet'}" in out
@@ -67,7 +42,7 @@ def test_fetch_all_ok_exits_0_with_a_summary(tmp_path, emulator, ids_csv):
 def test_some_rows_failed_exits_1_errors_grouped(tmp_path, emulator, ids_csv):
     first = next(iter(emulator.recordings))
     emulator.faults.api_status[first] = 404
-    code, out, _ = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
+    code, out, _ = finish(cli(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
     assert code == 1
     assert f"  not_found: 1 (e.g. '{first}': 404: Recording not found)" in out
 
@@ -75,7 +50,7 @@ def test_some_rows_failed_exits_1_errors_grouped(tmp_path, emulator, ids_csv):
 @pytest.mark.parametrize(("offset", "way"), [(-3600.0, "ahead of"), (3600.0, "behind")])
 def test_an_api_clock_an_hour_off_is_one_line_and_no_loss(tmp_path, emulator, ids_csv, offset, way):
     emulator.faults.clock_offset = offset
-    code, out, err = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
+    code, out, err = finish(cli(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
     assert code == 0, err
     assert f"{len(emulator.recordings)} recordings: {len(emulator.recordings)} ok, 0 failed" in out
     assert err.splitlines() == [  # no traceback, one line said once
@@ -85,14 +60,12 @@ def test_an_api_clock_an_hour_off_is_one_line_and_no_loss(tmp_path, emulator, id
 
 
 def test_usage_and_auth_errors_exit_2(tmp_path, emulator, ids_csv):
-    code, _, err = finish(siro_data(["fetch", str(ids_csv), "--id-column", "rid"], emulator))
+    code, _, err = finish(cli(["fetch", str(ids_csv), "--id-column", "rid"], emulator))
     assert code == 2
     assert "no column 'rid'" in err
-    code, _, err = finish(siro_data(["fetch", str(ids_csv)], emulator, token=None))
+    code, _, err = finish(cli(["fetch", str(ids_csv)], emulator, token=None))
     assert (code, "SIRO_AUTH_TOKEN" in err) == (2, True)
-    code, _, err = finish(
-        siro_data(["fetch", str(ids_csv), "-q"], emulator, token="wrong-token-xyz")
-    )
+    code, _, err = finish(cli(["fetch", str(ids_csv), "-q"], emulator, token="wrong-token-xyz"))
     assert code == 2
     assert "authentication failed" in err
     assert emulator.stats.api_requests == 1
@@ -100,7 +73,7 @@ def test_usage_and_auth_errors_exit_2(tmp_path, emulator, ids_csv):
 
 
 def test_demo_needs_no_token_and_gets_durations_right(tmp_path):
-    code, out, err = finish(siro_data(["demo", "-q"], cwd=tmp_path, token=None))
+    code, out, err = finish(cli(["demo", "-q"], cwd=tmp_path, token=None))
     assert code == 0, err
     manifest = read_manifest(tmp_path / "data" / "manifest.parquet")
     truth = {rec_id: rec.duration for rec_id, rec in sample_recordings().items()}
@@ -136,14 +109,14 @@ def test_killed_runs_resume_to_identical_files(tmp_path, emulator, ids_csv):
     command = ["fetch", str(ids_csv), "-q", "--workers", "3"]
     rng = random.Random(7)
     for _ in range(8):
-        process = siro_data(command, emulator, cwd=tmp_path)
+        process = cli(command, emulator, cwd=tmp_path)
         time.sleep(rng.uniform(0.8, 1.6))  # past start-up, into the downloads
         process.send_signal(signal.SIGKILL)
         process.communicate()
     for _ in range(3):
-        kill_during_save(siro_data(command, emulator, cwd=tmp_path), data, rng)
+        kill_during_save(cli(command, emulator, cwd=tmp_path), data, rng)
         assert len(read_manifest(data / "manifest.parquet")) >= len(earlier)  # still readable
-    code, _, err = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
+    code, _, err = finish(cli(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
     assert code == 0, err
 
     manifest = read_manifest(data / "manifest.parquet")
@@ -162,7 +135,7 @@ def test_killed_runs_resume_to_identical_files(tmp_path, emulator, ids_csv):
     assert emulator.stats.total_bytes_served <= 1.25 * total
 
     emulator.stats.reset()
-    code, _, _ = finish(siro_data(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
+    code, _, _ = finish(cli(["fetch", str(ids_csv), "-q"], emulator, cwd=tmp_path))
     assert code == 0
     assert emulator.stats.api_requests == 0
     assert emulator.stats.total_bytes_served == 0

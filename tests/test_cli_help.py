@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-COMMAND = [sys.executable, "-m", "siro_data.cli"]
+from support import cli, finish
 
 
 def help_text(*args: str) -> str:
-    done = subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    code, out, err = finish(cli(list(args)), timeout=60)
+    assert code == 0, err
+    return out
 
 
 def test_emulator_help_lists_the_emulators_switches():

@@ -47,6 +47,7 @@ def test_fetches_every_recording_byte_identical_with_durations(emulator, out_dir
         f".{r.extension}" for r in emulator.recordings.values()
     )
     pd.testing.assert_frame_equal(read_manifest(manifest_path), manifest)
+    pd.testing.assert_frame_equal(pd.read_parquet(manifest_path), manifest)  # no siro_data
     assert not journal_path(manifest_path).exists()
 
 
@@ -478,6 +479,7 @@ def test_empty_input_writes_an_empty_typed_manifest(emulator, out_dir, manifest_
     assert manifest.empty
     assert manifest.dtypes.astype(str).to_dict() == COLUMNS
     assert read_manifest(manifest_path).dtypes.astype(str).to_dict() == COLUMNS
+    pd.testing.assert_frame_equal(pd.read_parquet(manifest_path), manifest)
 
 
 def test_manifest_on_disk_accumulates_across_calls(emulator, out_dir, manifest_path):
@@ -519,6 +521,7 @@ def test_convert_to_writes_readable_copies_and_resumes_them(emulator, out_dir, m
         info = soundfile.info(copy)
         assert info.duration == pytest.approx(row.duration, abs=0.05)
     pd.testing.assert_frame_equal(read_manifest(manifest_path), manifest)
+    pd.testing.assert_frame_equal(pd.read_parquet(manifest_path), manifest)
 
     lost = Path(manifest.loc[1, "audio_path"])
     kept = Path(manifest.loc[2, "audio_path"])

@@ -8,19 +8,18 @@ import dataclasses
 import json
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import FAST_RETRIES, TOKEN, sha256
+from support import FAST_RETRIES, TOKEN, cli, finish, sha256
 
 import siro_data
 from siro_data import SiroClient
 from siro_data.emulator import Emulator, Recording, sample_recordings
-from siro_data.sync import listing_path
+from siro_data.sync_state import listing_path
 
 #: The sample recordings were made in the 30 days before this (see sample_recordings).
 END = datetime(2025, 6, 1, tzinfo=timezone.utc)
@@ -152,6 +151,10 @@ def test_final_failures_are_not_asked_again_and_retries_stop_after_a_while(emula
     second = synced(emulator, tmp_path, retry_for=pd.Timedelta(days=2), client=fast)
     assert second.retried == 1
     assert set(emulator.stats.api_calls) == {"next-day", "flaky"}
+    # What this sync tried, apart from what it knew had failed for good.
+    assert sorted(second.tried["recording_id"]) == ["flaky", "next-day"]
+    assert (second.fetched, second.failed) == (1, 1)
+    assert list(second.known_failed["recording_id"]) == ["gone"]
 
     # Three days on, flaky is older than retry_for: it keeps its last error.
     newcomer(emulator, "later", newest + timedelta(days=3))
@@ -160,6 +163,9 @@ def test_final_failures_are_not_asked_again_and_retries_stop_after_a_while(emula
     fast.close()
     assert third.retried == 0
     assert set(emulator.stats.api_calls) == {"later"}
+    assert (third.fetched, third.failed) == (1, 0)
+    assert sorted(third.known_failed["recording_id"]) == ["flaky", "gone"]
+    assert "2 known failures, not asked again: not_found 1, server_error 1" in third.summary()
     kept = siro_data.read_manifest(tmp_path / "manifest.parquet").set_index("recording_id")
     assert kept.loc["flaky", "error"].startswith("503")
 
@@ -193,12 +199,8 @@ def test_listing_and_signing_share_one_pace(emulator, tmp_path):
 
 
 def run_cli(emu: Emulator, tmp_path: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "siro_data.cli", "sync", "-q", "--workers", "2"]
-    command += ["--out-dir", "audio", "--manifest", "manifest.parquet", *extra]
-    environment = {"SIRO_AUTH_TOKEN": TOKEN, "SIRO_API_URL": emu.api_url, "PATH": "/usr/bin"}
-    return subprocess.Popen(
-        command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    command = ["sync", "-q", "--workers", "2", "--out-dir", "audio"]
+    return cli([*command, "--manifest", "manifest.parquet", *extra], emu, cwd=tmp_path)
 
 
 def test_a_sync_killed_midway_loses_nothing_and_the_next_one_finishes(emulator, tmp_path):
@@ -208,7 +210,7 @@ def test_a_sync_killed_midway_loses_nothing_and_the_next_one_finishes(emulator, 
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     before = watermark(tmp_path)
-    assert b"listed 4 recordings" in out and b"watermark: " in out
+    assert "listed 4 recordings" in out and "watermark: " in out
 
     fresh = [newcomer(emulator, f"new-{n}", newest + timedelta(hours=n + 1)) for n in range(8)]
     emulator.faults.bandwidth = 100_000  # a few seconds of downloading
@@ -226,7 +228,7 @@ def test_a_sync_killed_midway_loses_nothing_and_the_next_one_finishes(emulator, 
     process = run_cli(emulator, tmp_path)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    assert b"fetched 8 new, retried 0" in out or b"retried" in out
+    assert "fetched 8 new, retried 0" in out or "retried" in out
     result = siro_data.read_recordings(tmp_path / "manifest.parquet").set_index("recording_id")
     for rec in fresh:
         assert sha256(result.loc[rec.id, "path"]) == rec.sha256
@@ -235,22 +237,40 @@ def test_a_sync_killed_midway_loses_nothing_and_the_next_one_finishes(emulator, 
     assert not list((tmp_path / "audio").glob("*.part"))
 
 
-def test_the_cli_says_what_it_did_and_exits_as_fetch_does(emulator, tmp_path):
+def test_the_cli_says_what_this_sync_did_and_a_known_failure_is_no_failure_of_it(
+    emulator, tmp_path
+):
+    """Day 1 meets a 404: exit 1. The next days list it again in their overlap, do not ask
+    for it, count it on a line of its own, and exit 0: nothing they tried failed."""
     newest = max(rec.date_created for rec in emulator.recordings.values())
     emulator.faults.api_status["past-239"] = 404
     since = f"{newest - timedelta(days=1):%Y-%m-%dT%H:%M:%S}Z"
-    process = run_cli(emulator, tmp_path, "--since", since)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 1, err
-    text = out.decode()
-    assert "listed 2 recordings created after" in text
-    assert "fetched 2 new, retried 0 that had failed" in text
-    assert "not_found: 1 (e.g. 'past-239': 404: Recording not found)" in text
-    assert f"watermark: {newest:%Y-%m-%dT%H:%M:%S}.000Z" in text
-    process = run_cli(emulator, tmp_path)  # the first needs --since; later ones need nothing
-    process.communicate(timeout=120)
-    assert process.returncode == 1  # the 404 row is still there, not asked again
+    code, out, err = finish(run_cli(emulator, tmp_path, "--since", since))
+    assert code == 1, err
+    assert out.splitlines()[:5] == [
+        f"listed 2 recordings created after {since[:-1]}.000Z (1 list calls)",
+        "fetched 2 new, retried 0 that had failed",
+        "2 recordings: 1 ok, 1 failed",
+        "  not_found: 1 (e.g. 'past-239': 404: Recording not found)",
+        out.splitlines()[4],
+    ]
+    assert out.splitlines()[4].startswith("audio: ") and "0 bytes" not in out.splitlines()[4]
+    assert f"watermark: {newest:%Y-%m-%dT%H:%M:%S}.000Z" in out
+
+    # The first needs --since; later ones need nothing. The next lists 3 days back from the
+    # watermark (4 more, older ones), the one after finds nothing new.
+    for new in (4, 0):
+        emulator.stats.reset()
+        code, out, err = finish(run_cli(emulator, tmp_path))
+        assert code == 0, err
+        assert out.splitlines()[1:4] == [
+            f"fetched {new} new, retried 0 that had failed",
+            f"{new} recordings: {new} ok, 0 failed",
+            "1 known failure, not asked again: not_found",
+        ]
+        audio = out.splitlines()[4]  # what this sync fetched, nothing more
+        assert audio.startswith("audio: ") and audio.endswith(" 0 bytes") == (new == 0)
+        assert "past-239" not in emulator.stats.api_calls
     (tmp_path / "elsewhere").mkdir()
-    process = run_cli(emulator, tmp_path / "elsewhere")
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and b"needs since" in err
+    code, _, err = finish(run_cli(emulator, tmp_path / "elsewhere"))
+    assert code == 2 and "needs since" in err

@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m siro_data.emu
         "--rate-window", type=float, default=60.0, help="seconds of the rate limit's window"
     )
     parser.add_argument(
-        "--retry-after", default=None, help="Retry-After header sent with a 429 (default: none)"
+        "--retry-after",
+        default=None,
+        help="Retry-After header sent with a 429 or 503 (default: none)",
     )
     parser.add_argument(
         "--ttfb", type=float, default=0.0, help="seconds before storage sends its headers"

@@ -179,6 +179,9 @@ class ApiHandler(Handler):
             self._json(422, ZOD_ERROR)
         elif status == 429:
             self._too_many(_SIGNED_URL)
+        elif status == 503 and self.emu.faults.retry_after is not None:  # "come back later"
+            message = _API_MESSAGES.get(status) or phrase(status)
+            self._fail(_SIGNED_URL, status, message, {"Retry-After": self.emu.faults.retry_after})
         else:
             self._fail(_SIGNED_URL, status, _API_MESSAGES.get(status) or phrase(status))
 

@@ -46,7 +46,7 @@ class Faults:
     """Accepted API requests per token per `rate_window` seconds; beyond it, 429."""
     rate_window: float = 60.0
     retry_after: str | None = None
-    """Retry-After header value sent with a 429 (None: no header, as Siro documents)."""
+    """Retry-After header value sent with a 429 or a 503 (None: no header, as Siro documents)."""
     expiration_unit: Literal["ms", "s"] = "ms"
     """Unit of the API's ``expiration``: epoch milliseconds or seconds."""
     url_ttl: float = 900.0
