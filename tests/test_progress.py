@@ -12,9 +12,7 @@ import textwrap
 
 import pandas as pd
 import pytest
-from support import fetch, final_path
-from test_cli import finish
-from test_cli import siro_data as command
+from support import cli, fetch, final_path, finish
 
 from siro_data import progress
 from siro_data.download import partial_path
@@ -178,7 +176,7 @@ def test_a_pipeline_log_has_plain_progress_lines_only(tmp_path, emulator, ids_cs
     """stderr is a pipe, as under cron, Airflow or CI: log lines, never tqdm's redraws."""
     emulator.faults.total_bandwidth = 500_000  # the six take about 2.5 s
     code, out, err = finish(
-        command(["fetch", str(ids_csv), "--log-interval", "0.4"], emulator, cwd=tmp_path)
+        cli(["fetch", str(ids_csv), "--log-interval", "0.4"], emulator, cwd=tmp_path)
     )
 
     assert code == 0, err
