@@ -37,6 +37,7 @@ from .ratelimit import RateLimiter
 from .rows import COLUMNS
 from .summary import summarize
 from .sync import SyncResult, read_recordings, sync
+from .tokens import TokenMinter
 from .widgets import Panel
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "SiroClient",
     "SiroDataError",
     "SyncResult",
+    "TokenMinter",
     "TqdmProgress",
     "__version__",
     "convert",

@@ -14,11 +14,12 @@ from contextlib import AbstractContextManager, nullcontext
 import pandas as pd
 
 from . import core, processors
-from .client import SiroClient, TokenSource, opened
+from .client import SiroClient, opened
 from .download import Downloader
 from .inputs import IdsLike, absolute, check_settings, is_dask
 from .progress import ProgressChoice, Reporter, reporter_for
 from .sessions import DEFAULT_TIMEOUT
+from .tokens import TokenSource
 
 
 def fetch_all(

@@ -23,13 +23,13 @@ import pandas as pd
 
 from ._version import __version__
 from .api import fetch_all
-from .client import TOKEN_ENV
 from .exceptions import AuthError, LocalFileError, SiroAPIError
 from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
 from .rows import UNAVAILABLE_KINDS, Status
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, sync
 from .sync_state import listing_path
+from .tokens import TOKEN_ENV
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_BUG, EXIT_INTERRUPTED = 70, 130

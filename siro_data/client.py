@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,15 +32,13 @@ from .sessions import (
     redact,
     retry_policy,
 )
+from .tokens import Token, TokenSource, resolve_token
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.siro.ai"
-TOKEN_ENV = "SIRO_AUTH_TOKEN"
 API_URL_ENV = "SIRO_API_URL"
 RECORDINGS_PATH = "/v1/core/recordings"
-
-TokenSource = str | Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -82,83 +79,6 @@ class SignedURL:
         return f"SignedURL({where}, expiration={self.expiration})"
 
 
-class _Token:
-    """The current token, and one renewal per rejection when a provider was given.
-
-    A renewed token that is rejected before any success means the provider
-    cannot help: from then on every refresh fails at once, without asking it.
-    """
-
-    def __init__(self, source: TokenSource) -> None:
-        self._provider = source if callable(source) else None
-        self._value = self._ask() if self._provider else source
-        self._lock = threading.Lock()
-        self._renewed_unproven = False
-        self._hopeless = False
-        if not self._value:
-            raise ValueError("token is empty")
-
-    def _ask(self) -> str:
-        assert self._provider is not None
-        try:
-            token = self._provider()
-        except Exception as exc:
-            raise AuthError(None, f"token provider failed: {type(exc).__name__}") from None
-        if not isinstance(token, str) or not token:
-            raise AuthError(None, "token provider returned no token")
-        return token
-
-    @property
-    def value(self) -> str:
-        return self._value
-
-    @property
-    def hopeless(self) -> bool:
-        """A 401 that no renewal can cure was seen: send nothing more."""
-        return self._hopeless
-
-    def accepted(self, token: str) -> None:
-        """The API took ``token``: a later rejection of it may be renewed again."""
-        if token == self._value:
-            self._renewed_unproven = False
-
-    def give_up(self) -> None:
-        """A renewed token was rejected: no more renewals, every refresh fails at once."""
-        self._hopeless = True
-
-    def refresh(self, rejected: str) -> str:
-        """A new token after ``rejected`` got a 401; threads share one renewal."""
-        with self._lock:
-            if self._hopeless:
-                raise AuthError(401, "token rejected")
-            if self._value != rejected:
-                return self._value
-            if self._provider is None:
-                self._hopeless = True
-                raise AuthError(401, "token rejected; pass a token provider to renew it")
-            if self._renewed_unproven:
-                self._hopeless = True
-                raise AuthError(401, "the renewed token was rejected too")
-            self._value = self._ask()
-            self._renewed_unproven = True
-            log.info("token renewed after a 401")
-            return self._value
-
-    def __repr__(self) -> str:
-        return "<token redacted>"
-
-
-def resolve_token(token: TokenSource | None) -> TokenSource:
-    """The token given, else ``$SIRO_AUTH_TOKEN``; a clear ``ValueError`` when there is none."""
-    token = token if token is not None else os.environ.get(TOKEN_ENV)
-    if not token:
-        raise ValueError(
-            f"no Siro token: pass token=... (a string or a function returning one) "
-            f"or set the environment variable {TOKEN_ENV}"
-        )
-    return token
-
-
 def resolve_api_url(api_url: str | None) -> str:
     """The API URL given, else ``$SIRO_API_URL``, else Siro's public API."""
     url = (api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
@@ -194,7 +114,9 @@ class SiroClient:
     token : str or callable, optional
         The OAuth access token, or a zero-argument function returning the
         current one (called again once after a 401: Siro's tokens last 16
-        hours). Default: ``$SIRO_AUTH_TOKEN``.
+        hours), such as :class:`siro_data.TokenMinter`. Default:
+        ``$SIRO_AUTH_TOKEN``, else a minter from the environment
+        (:func:`siro_data.tokens.resolve_token`).
     api_url : str, optional
         Default: ``$SIRO_API_URL``, else ``https://api.siro.ai``.
     requests_per_minute : int
@@ -226,7 +148,7 @@ class SiroClient:
         retries: Retry | None = None,
     ) -> None:
         self.api_url = resolve_api_url(api_url)
-        self._token = _Token(resolve_token(token))
+        self._token = Token(resolve_token(token))
         self.rate_limiter = rate_limiter or RateLimiter(requests_per_minute, 60.0)
         self.timeout = timeout
         self._sessions = ThreadSessions(retries or retry_policy())

@@ -26,12 +26,13 @@ import dask
 import pandas as pd
 
 from . import core, processors
-from .client import SiroClient, TokenSource, resolve_api_url, resolve_token
+from .client import SiroClient, resolve_api_url
 from .download import Downloader
 from .inputs import absolute, check_settings, ensure_writable_dir, id_values
 from .progress import TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import to_frame
+from .tokens import TokenSource, resolve_token
 
 
 class Secret:

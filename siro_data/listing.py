@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .client import SiroClient, TokenSource, opened
+from .client import SiroClient, opened
 from .sessions import DEFAULT_TIMEOUT
+from .tokens import TokenSource
 
 log = logging.getLogger(__name__)
 

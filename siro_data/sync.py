@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import core, processors, store
-from .client import SiroClient, TokenSource, opened
+from .client import SiroClient, opened
 from .download import Downloader
 from .inputs import absolute, check_manifest_files, check_settings, ensure_writable_dir
 from .listing import DateLike, as_utc, recording_query, recordings_frame
@@ -53,6 +53,7 @@ from .sync_state import (
     recent_listing,
     watermark_path,
 )
+from .tokens import TokenSource
 
 log = logging.getLogger(__name__)
 

@@ -52,18 +52,25 @@ def fetch(emu: Emulator, ids, out_dir, manifest_path, **options) -> pd.DataFrame
 
 
 def cli(
-    args: list[str], emulator: Emulator | None = None, cwd=None, token: str | None = TOKEN, **popen
+    args: list[str],
+    emulator: Emulator | None = None,
+    cwd=None,
+    token: str | None = TOKEN,
+    env_extra: dict[str, str] | None = None,
+    **popen,
 ) -> subprocess.Popen:
     """``siro-data *args`` started as a user starts it, its text output piped.
 
     The environment's ``SIRO_`` variables are replaced: the API is ``emulator``'s, the token
-    ``token`` (None: no token at all). ``popen`` goes to :class:`subprocess.Popen`.
+    ``token`` (None: no token at all), then ``env_extra``. ``popen`` goes to
+    :class:`subprocess.Popen`.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIRO_")}
     if emulator is not None:
         env["SIRO_API_URL"] = emulator.api_url
     if token:
         env["SIRO_AUTH_TOKEN"] = token
+    env.update(env_extra or {})
     return subprocess.Popen(
         [*COMMAND, *args],
         cwd=cwd,

@@ -134,6 +134,12 @@ def user_folder(tmp_path, emulator, monkeypatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SIRO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("SIRO_API_URL", emulator.api_url)
+    client_id, client_secret, user_id = emulator.oauth_app
+    monkeypatch.setenv("SIRO_CLIENT_ID", client_id)  # what minting a token reads
+    monkeypatch.setenv("SIRO_CLIENT_SECRET", client_secret)
+    monkeypatch.setenv("SIRO_USER_ID", user_id)
+    monkeypatch.setenv("SIRO_ORG_TOKEN", emulator.organization_token)
+    monkeypatch.setenv("SIRO_FUNCTIONS_URL", emulator.functions_url)
     yield tmp_path
 
 

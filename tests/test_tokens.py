@@ -10,11 +10,12 @@ import logging
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
-from support import TOKEN, TokenProvider, fetch, final_path, sha256
+from support import TOKEN, TokenProvider, cli, fetch, final_path, finish, sha256
 
-from siro_data import AuthError, read_manifest
+from siro_data import AuthError, TokenMinter, read_manifest
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Recording, make_recording
 
@@ -187,3 +188,78 @@ def test_plain_token_rejected_stops_before_any_download(
     assert emulator.stats.api_requests == 1  # the waiting workers learnt of the 401: none sent
     assert read_manifest(manifest_path).empty
     assert [p for p in out_dir.iterdir() if p.is_file()] == []
+
+
+def minter_for(emu: Emulator, **changes: str) -> TokenMinter:
+    """A minter with the emulator's organisation token and OAuth app (``changes`` replace)."""
+    client_id, client_secret, user_id = emu.oauth_app
+    settings = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "user_id": user_id,
+        "organization_token": emu.organization_token,
+        **changes,
+    }
+    return TokenMinter(**settings, functions_url=emu.functions_url)
+
+
+def test_a_minter_gets_a_token_and_a_fresh_one_whenever_it_expires(
+    emulator: Emulator, out_dir: Path, manifest_path: Path
+) -> None:
+    """Each minted token lasts four signing calls here (16 hours at Siro): the run goes on."""
+    emulator.faults.minted_token_uses = 4
+    ids = list(emulator.recordings)
+    manifest = fetch(emulator, ids, out_dir, manifest_path, token=minter_for(emulator), workers=2)
+    assert manifest["error"].isna().all(), manifest["error"]
+    assert emulator.stats.mint_requests >= len(ids) // 4  # the first, then one per expiry
+    minted = {h["x-siro-auth-token"] for h in emulator.stats.api_headers}
+    assert TOKEN not in minted and len(minted) == emulator.stats.mint_requests
+    secrets = (emulator.organization_token, emulator.oauth_app[1])
+    assert not any(s in str(h) for h in emulator.stats.api_headers for s in secrets)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"client_secret": "not-the-secret"}, "403: could not mint an access token: Forbidden"),
+        ({"organization_token": "not-the-org-token"}, "401: could not mint an access token"),
+        ({"user_id": "somebody"}, "404: could not mint an access token: User not found"),
+    ],
+)
+def test_a_minter_refused_stops_before_any_signing_and_shows_no_secret(
+    emulator: Emulator, out_dir: Path, manifest_path: Path, change, said
+) -> None:
+    minter = minter_for(emulator, **change)
+    with pytest.raises(AuthError, match=re.escape(said)) as raised:
+        fetch(emulator, list(emulator.recordings), out_dir, manifest_path, token=minter)
+    assert emulator.stats.api_requests == 0
+    text = f"{raised.value} {raised.value!r} {minter!r}"
+    given = (value for name, value in change.items() if name != "user_id")  # not a secret
+    secrets = (*given, emulator.oauth_app[1], emulator.organization_token)
+    assert not any(secret in text for secret in secrets)
+
+
+def test_the_command_mints_from_the_environment_when_no_token_is_set(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A daily job sets the OAuth app's variables once, never an access token that expires."""
+    emulator.faults.minted_token_uses = 5
+    client_id, client_secret, user_id = emulator.oauth_app
+    ids = pd.DataFrame({"recording_id": list(emulator.recordings)})
+    ids.to_csv(tmp_path / "ids.csv", index=False)
+    environment = {
+        "SIRO_CLIENT_ID": client_id,
+        "SIRO_CLIENT_SECRET": client_secret,
+        "SIRO_USER_ID": user_id,
+        "SIRO_ORG_TOKEN": emulator.organization_token,
+        "SIRO_FUNCTIONS_URL": emulator.functions_url,
+    }
+    args = ["fetch", "ids.csv", "-q", "--workers", "2"]
+    code, _, err = finish(cli(args, emulator, cwd=tmp_path, token=None, env_extra=environment))
+    assert code == 0, err
+    assert emulator.stats.mint_requests >= 2
+    del environment["SIRO_ORG_TOKEN"]
+    args = [*args, "--out-dir", "elsewhere", "--manifest", "elsewhere.parquet"]  # to do again
+    code, _, err = finish(cli(args, emulator, cwd=tmp_path, token=None, env_extra=environment))
+    assert code == 2
+    assert err.strip() == "siro-data: error: to mint Siro tokens, also set SIRO_ORG_TOKEN"

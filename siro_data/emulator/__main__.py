@@ -92,6 +92,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m siro_data.emu
         print(f"API:     {emulator.api_url}", flush=True)
         print(f"storage: {emulator.storage_url}", flush=True)
         print(f"token:   {emulator.token}", flush=True)
+        client_id, client_secret, user_id = emulator.oauth_app
+        print(
+            f"minting: SIRO_FUNCTIONS_URL={emulator.functions_url} SIRO_CLIENT_ID={client_id}"
+            f" SIRO_CLIENT_SECRET={client_secret} SIRO_USER_ID={user_id}"
+            f" SIRO_ORG_TOKEN={emulator.organization_token}",
+            flush=True,
+        )
         print("recordings:", flush=True)
         for recording in emulator.recordings.values():
             print(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import oauth
 from .base import HTML_PAGE, Handler, phrase, unquote_raw
 from .listing import LIST_PATH, ListingError, list_page
 
@@ -122,8 +123,12 @@ class ApiHandler(Handler):
         raise AttributeError(name)
 
     def _route(self) -> None:
-        self.drain_body()
         path = self.path.partition("?")[0]
+        if oauth.serves(path):  # the organisation API: its own token, its own body
+            self.emu.stats.count_mint()
+            oauth.answer(self, path)
+            return
+        self.drain_body()
         rec_id = _parse_api_path(path)
         emu = self.emu
         emu.stats.count_api(rec_id, self.request_headers())

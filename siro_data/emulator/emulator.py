@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from .api import ApiHandler, RateLimiter
 from .base import Handler, Server
 from .faults import Faults
+from .oauth import FUNCTIONS_PREFIX
 from .samples import Recording, sample_recordings
 from .stats import Stats
 from .storage import Downlink, StorageHandler, UrlSigner
@@ -40,7 +41,8 @@ class Emulator:
         recordings later with `add_recording` or by setting ``emu.recordings[id]``.
     token : str
         The accepted ``x-siro-auth-token``. ``emu.tokens`` (a set) may be changed at
-        run time to rotate or revoke tokens.
+        run time to rotate or revoke tokens; tokens minted by the organisation API
+        (``functions_url``, with ``organization_token`` and ``oauth_app``) join it.
     faults : Faults, optional
         Initial fault switches; ``emu.faults`` can be changed while running.
     host : str
@@ -76,6 +78,10 @@ class Emulator:
             self.recordings = {rec.id: rec for rec in recordings}
         self.token = token
         self.tokens: set[str] = {token}
+        #: The organisation's API token (``Authorization: Bearer``) that may mint tokens.
+        self.organization_token = f"org-{token}"
+        #: The OAuth app that mints them: client id, client secret, and the user they act for.
+        self.oauth_app = ("emulator-app", f"app-secret-{token}", "emulator-user")
         self.faults = faults if faults is not None else Faults()
         self.stats = Stats()
         self.last_modified = email.utils.formatdate(self.now(), usegmt=True)
@@ -93,6 +99,11 @@ class Emulator:
     def api_url(self) -> str:
         """Base URL of the API, without a trailing slash."""
         return self._url(0)
+
+    @property
+    def functions_url(self) -> str:
+        """Base URL of the organisation API (Siro's functions host), where tokens are minted."""
+        return self._url(0) + FUNCTIONS_PREFIX
 
     @property
     def storage_url(self) -> str:
@@ -211,6 +222,15 @@ class Emulator:
                 return False
             uses[token] -= 1
             return True
+
+    def mint_token(self) -> str:
+        """A fresh access token, accepted from now on (for `faults.minted_token_uses` calls)."""
+        with self._lock:
+            token = f"{self.token}-minted-{len(self.tokens)}"
+            if self.faults.minted_token_uses is not None:
+                self.faults.token_uses[token] = self.faults.minted_token_uses
+            self.tokens.add(token)
+        return token
 
     def admit(self, token: str) -> bool:
         """Whether `token` is within `faults.rate_limit` (counting it): one budget, both routes."""

@@ -82,6 +82,9 @@ class Faults:
     storage and fills both servers' ``Date`` header: an API and storage whose clock is off
     from the client's, as a client on a laptop whose clock has drifted sees them.
     """
+    minted_token_uses: int | None = None
+    """signedUrl requests each token the organisation API mints is accepted for; then it has
+    expired (401), as its 16 hours would. None: minted tokens do not expire."""
     token_uses: dict[str, int] = field(default_factory=dict)
     """token -> signedUrl requests it is still accepted for; then it has expired (401).
 

@@ -23,6 +23,8 @@ class Stats:
     rate_limited: int = 0
     """Number of 429 answers."""
     listing_requests: int = 0
+    mint_requests: int = 0
+    """Requests to the organisation API's token minting, not in api_requests."""
     """Requests to the recordings listing (``GET /v1/core/recordings``), also in api_requests."""
     api_headers: list[dict[str, str]] = field(default_factory=list)
     api_request_times: list[float] = field(default_factory=list)
@@ -74,6 +76,11 @@ class Stats:
         """Count a request to the listing route, apart from the signedUrl calls."""
         with self._lock:
             self.listing_requests += 1
+
+    def count_mint(self) -> None:
+        """Count a request to the organisation API (minting a token)."""
+        with self._lock:
+            self.mint_requests += 1
 
     def count_rate_limited(self) -> None:
         """Count a 429 answer, whichever route or fault gave it."""
