@@ -17,6 +17,7 @@ from support import TOKEN
 
 from siro_data import read_manifest
 from siro_data.emulator import sample_recordings
+from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import write_manifest
 from siro_data.rows import to_frame
 
@@ -158,6 +159,7 @@ def test_killed_runs_resume_to_identical_files(tmp_path, emulator, ids_csv):
         )
     leftovers = [p.name for p in data.rglob("*") if p.suffix in (".part", ".tmp")]
     assert leftovers == []
+    assert list((data / "recordings" / LOCKS_FOLDER).iterdir()) == []  # what the kills left
     total = sum(r.size for r in emulator.recordings.values())
     assert emulator.stats.total_bytes_served <= 1.25 * total
 
