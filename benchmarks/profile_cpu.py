@@ -170,7 +170,7 @@ def _category(frames: list[re.Match]) -> str:
         return f"outside siro_data: {_module(frames[-1]['file'])}"
     module, function = _module(frames[index]["file"]), frames[index]["function"]
     callee = _module(frames[index + 1]["file"]) if index + 1 < len(frames) else ""
-    if callee == "filelock":
+    if callee in ("filelock", "portalocker"):
         return "file locks (per recording, manifest)"
     if function == "_Partial._digest":
         return "hashing every byte (SHA-256 and MD5)"
@@ -195,9 +195,8 @@ def components(scratch: Path, repeat: int = 300) -> list[list[str]]:
     """CPU of each step of a recording's life, timed alone in this one thread."""
     import hashlib
 
-    from filelock import FileLock
-
     from siro_data import SiroClient, audio, download
+    from siro_data.locks import LOCKS_FOLDER, acquire, recording_lock
     from siro_data.manifest import Journal
     from siro_data.sessions import make_session
 
@@ -234,14 +233,14 @@ def components(scratch: Path, repeat: int = 300) -> list[list[str]]:
             cpu_per_call(lambda i: audio.duration(m4a)),
         ]
     )
-    lock_folder = scratch / "locks"
-    lock_folder.mkdir()
+    (scratch / LOCKS_FOLDER).mkdir()
 
     def lock(index: int) -> None:
-        with FileLock(lock_folder / f"{index}.lock"):
-            pass
+        taken = recording_lock(scratch, str(index))
+        acquire(taken, 0.2, lambda: None)
+        taken.release()
 
-    rows.append(["per-recording FileLock acquire and release (core)", cpu_per_call(lock)])
+    rows.append(["per-recording lock: acquire and release (core)", cpu_per_call(lock)])
     journal = Journal(scratch / "journal.parquet")
     row = {"recording_id": "x", "path": str(wav), "size_bytes": 4044, "duration": 0.25}
     rows.append(["journal line (Journal.append)", cpu_per_call(lambda i: journal.append(row))])

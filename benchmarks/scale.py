@@ -295,7 +295,8 @@ def own_copy(manifest: Path, folder: Path) -> Path:
 
 
 def forget(audio: Path, ids: list[str]) -> None:
-    """Remove what fetching ``ids`` into ``audio`` left: their files and the lock folder."""
+    """Remove what fetching ``ids`` into ``audio`` left: their files (a lock file goes with
+    its release)."""
     from siro_data.naming import file_stem
 
     stems = tuple(f"{file_stem(rec_id)}." for rec_id in ids)
@@ -303,7 +304,6 @@ def forget(audio: Path, ids: list[str]) -> None:
         for entry in entries:
             if entry.name.startswith(stems):
                 os.unlink(entry.path)
-    clear(audio / ".locks")
 
 
 # --- 1. re-run and new ids over N complete rows -----------------------------------------------

@@ -122,8 +122,9 @@ def fetch_all(
     Notes
     -----
     Several processes may fetch into one ``out_dir`` and manifest at once:
-    a lock per recording (in ``out_dir/.locks``) keeps them from fetching the
-    same file together, and the manifest's own lock keeps its rows whole.
+    a lock per recording (a file in ``out_dir/.locks`` while it is fetched) keeps
+    them from fetching the same file together, and the manifest's own lock keeps
+    its rows whole.
 
     Examples
     --------

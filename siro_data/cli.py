@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # its retry notices would drown the summary; failures still show
         logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # portalocker warns of a lock file removed under its holder, as when a folder is deleted
+        # under the run: the run's own sentence names that, once.
+        logging.getLogger("portalocker").setLevel(logging.ERROR)
         logging.getLogger("siro_data.progress").setLevel(logging.INFO)  # the progress lines
     try:
         if args.command == "demo":

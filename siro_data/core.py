@@ -43,7 +43,7 @@ from .inputs import (
     id_array,
     invalid_reason,
 )
-from .locks import LOCKS_FOLDER, acquire, recording_lock
+from .locks import LOCKS_FOLDER, acquire, recording_lock, sweep
 from .manifest import Journal, compact, read_rows, resume
 from .naming import file_stem, url_extension
 from .processors import Processor
@@ -114,6 +114,7 @@ def run(
     out_dir, manifest_path = absolute(out_dir), absolute(manifest_path)
     ensure_writable_dir(out_dir, "out_dir")
     check_manifest_files(manifest_path)
+    sweep(out_dir / LOCKS_FOLDER)  # what killed runs and earlier releases left
     source = manifest_path if resume_from is None else absolute(resume_from)
 
     plan = _plan(keys, source, out_dir, steps, overwrite)

@@ -3,29 +3,42 @@
 Two kinds: the manifest's lock (``.<manifest>.lock`` beside it), held around
 every journal line, fold into parquet and read; and one lock per recording
 (``out_dir/.locks/<name>.lock``), held while a process fetches that file.
-Lock files are left in place: deleting one races with a process waiting on it.
+
+The manifest's one lock file stays in place. A recording's lock file exists only while
+it is held, so the folder holds the recordings in flight, not the archive: the holder
+removes it while still holding it, and a taker checks once it has the ``flock`` that the
+name still leads to the file it locked, else it tries again (portalocker's
+``TemporaryFileLock``). Removing a file so never lets two processes hold one lock.
+A killed process leaves its file behind (the kernel drops its ``flock``), and earlier
+releases kept one per recording: :func:`sweep` removes those nobody holds.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
+from portalocker import AlreadyLocked, LockException, TemporaryFileLock
 
 from .files import new_file_mode
 
 try:
     import fcntl
-except ImportError:  # Windows: filelock's own lock
+except ImportError:  # Windows: filelock's own lock for the manifest
     fcntl = None
+
+log = logging.getLogger(__name__)
 
 #: Folder in ``out_dir`` for the per-recording locks.
 LOCKS_FOLDER = ".locks"
+#: How often a thread waiting for a recording's lock tries it again.
+RETRY_SECONDS = 0.05
 
 
 def lock_path(path: str | os.PathLike[str]) -> Path:
@@ -34,23 +47,91 @@ def lock_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-def recording_lock(out_dir: Path, stem: str) -> FileLock:
+def recording_lock(out_dir: Path, stem: str) -> TemporaryFileLock:
     """The lock a process holds while it fetches the recording stored as ``stem``.
 
-    Its file follows the umask, so a colleague of the group can take it in turn.
+    Its file is created as ``open`` creates files (``0o666`` less the umask), so a
+    colleague of the group can take it in turn; it is removed on release.
     """
-    return FileLock(out_dir / LOCKS_FOLDER / f"{stem}.lock", mode=new_file_mode())
+    return TemporaryFileLock(
+        out_dir / LOCKS_FOLDER / f"{stem}.lock",
+        check_interval=RETRY_SECONDS,
+        fail_when_locked=False,
+    )
 
 
-def acquire(lock: FileLock, poll: float, check: Callable[[], None]) -> None:
-    """Wait for ``lock``, calling ``check`` every ``poll`` seconds (it raises to give up)."""
+def acquire(lock: TemporaryFileLock, poll: float, check: Callable[[], None]) -> None:
+    """Wait for ``lock``, calling ``check`` every ``poll`` seconds (it raises to give up).
+
+    A lock the file system refuses (one without ``flock``) is an ``OSError`` naming its file,
+    as a file that cannot be written is: the run stops with that sentence.
+    """
     while True:
         check()
         try:
             lock.acquire(timeout=poll)
             return
-        except Timeout:
+        except AlreadyLocked:
             continue
+        except LockException as exc:
+            raise OSError(errno.ENOLCK, str(exc.__cause__ or exc), lock.filename) from exc
+
+
+def sweep(folder: Path) -> None:
+    """Remove the lock files in ``folder`` that nobody holds.
+
+    Killed processes leave theirs, and earlier releases kept one per recording.
+    Each is taken without waiting and removed while held, as a release does: a file in
+    use is left alone. Files this account may not open stay; a folder it may not change,
+    or a file system without ``flock``, ends the sweep (the run reports what it cannot do
+    when it takes a lock).
+    """
+    removed = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".lock") and _remove_if_free(entry.path):
+                    removed += 1
+    except FileNotFoundError:  # no folder yet: nothing was ever locked here
+        pass
+    except OSError as exc:
+        log.info("lock files in %s left in place: %s", folder, exc)
+    if removed:
+        log.info("removed %d lock files nobody held from %s", removed, folder)
+
+
+if fcntl is None:
+
+    def _remove_if_free(path: str) -> bool:
+        """Windows: a file open anywhere cannot be removed, and every holder has it open."""
+        try:
+            os.unlink(path)
+        except (PermissionError, FileNotFoundError):
+            return False
+        return True
+
+else:
+
+    def _remove_if_free(path: str) -> bool:
+        """Take ``path``'s lock without waiting and, while holding it, remove the file."""
+        try:
+            descriptor = os.open(path, os.O_RDWR)
+        except (PermissionError, FileNotFoundError):  # another account's file; gone meanwhile
+            return False
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: a run is fetching that recording
+                return False
+            try:
+                locked_what_is_there = os.path.samestat(os.fstat(descriptor), os.stat(path))
+            except FileNotFoundError:
+                return False
+            if locked_what_is_there:  # else its holder removed it before our flock
+                os.unlink(path)
+            return locked_what_is_there
+        finally:
+            os.close(descriptor)
 
 
 @contextmanager

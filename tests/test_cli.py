@@ -16,6 +16,7 @@ from support import cli, finish
 
 from siro_data import read_manifest
 from siro_data.emulator import sample_recordings
+from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import write_manifest
 from siro_data.rows import to_frame
 
@@ -131,6 +132,7 @@ def test_killed_runs_resume_to_identical_files(tmp_path, emulator, ids_csv):
         )
     leftovers = [p.name for p in data.rglob("*") if p.suffix in (".part", ".tmp")]
     assert leftovers == []
+    assert list((data / "recordings" / LOCKS_FOLDER).iterdir()) == []  # what the kills left
     total = sum(r.size for r in emulator.recordings.values())
     assert emulator.stats.total_bytes_served <= 1.25 * total
 

@@ -21,6 +21,7 @@ from support import TOKEN, assert_identical, fetch
 import siro_data.dask
 from siro_data.dask import ClusterPacer
 from siro_data.emulator import Recording, make_recording, sample_recordings
+from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import read_manifest
 from siro_data.rows import COLUMNS, SCHEMA
 
@@ -92,6 +93,7 @@ def test_partitions_run_on_the_workers_and_the_folder_reads_as_one_manifest(
     # The work really ran in the worker processes, not here.
     workers = cluster.run(os.getpid)
     assert os.getpid() not in workers.values()
+    assert list((out_dir / LOCKS_FOLDER).iterdir()) == []  # each removed on its release
 
 
 def test_a_rerun_skips_complete_rows_on_every_worker(cluster, emulator, out_dir, manifest_path):

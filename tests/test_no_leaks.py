@@ -129,7 +129,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     for logger in loggers:
         logger.setLevel(logging.DEBUG)
         logger.disabled = False
-    for name in ("urllib3", "requests", "siro_data", "filelock"):
+    for name in ("urllib3", "requests", "siro_data", "filelock", "portalocker"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     root.addHandler(handler)
     caplog.set_level(logging.DEBUG)

@@ -39,7 +39,11 @@ OUTSIDERS = 12_999
 
 def modes(folder: Path) -> dict[str, int]:
     """Every file and folder under ``folder`` (itself excluded): relative name → ``st_mode``."""
-    return {str(path.relative_to(folder)): path.lstat().st_mode for path in folder.rglob("*")}
+    found = {}
+    for path in folder.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # a lock released, a partial renamed
+            found[str(path.relative_to(folder))] = path.lstat().st_mode
+    return found
 
 
 @contextlib.contextmanager
@@ -120,7 +124,8 @@ def test_every_file_and_folder_follows_the_umask(emulator, tmp_path, mask):
     locks = f"recordings/{LOCKS_FOLDER}"
     assert {".manifest.parquet.lock", "manifest.listing.parquet", locks} <= names
     assert any(name.startswith(".manifest.parquet.sync-") for name in after)
-    assert any(name.startswith(f"{locks}/") for name in after)
+    assert any(name.startswith(f"{locks}/") for name in during)  # held while fetching
+    assert not any(name.startswith(f"{locks}/") for name in after)  # and removed on release
     for name, mode in {**during, **after}.items():
         expected = (0o777 if stat.S_ISDIR(mode) else 0o666) & ~mask
         assert stat.S_IMODE(mode) == expected, f"{name}: {stat.S_IMODE(mode):o}, not {expected:o}"
@@ -227,8 +232,9 @@ class Colleague:
 
 
 def test_two_colleagues_share_a_setgid_folder_and_a_kill_costs_nothing(emulator, shared):
-    """Alice is killed mid-run; Bob, of her group, takes her rows without fetching them again
-    and continues her partial file; Alice's next run asks nothing."""
+    """Alice is killed mid-run; Bob, of her group, takes her rows without fetching them again,
+    continues her partial file and removes the lock files her kill left; Alice's next run asks
+    nothing."""
     emulator.faults.bandwidth = 150_000
     alice = Colleague(ALICE, GROUP, shared, emulator)
     journal = journal_path(shared / "manifest.parquet")
@@ -239,7 +245,9 @@ def test_two_colleagues_share_a_setgid_folder_and_a_kill_costs_nothing(emulator,
     alice.kill()
     finished_by_alice = journaled(journal)  # read before Bob folds the journal away
     held = {path.stem: path.stat().st_size for path in partials(shared)}
-    assert finished_by_alice and held
+    locks = shared / "recordings" / LOCKS_FOLDER
+    left_by_the_kill = list(locks.iterdir())  # a partial in flight: its lock was held
+    assert finished_by_alice and held and left_by_the_kill
     emulator.faults.bandwidth = None
     emulator.stats.reset()
 
@@ -257,6 +265,7 @@ def test_two_colleagues_share_a_setgid_folder_and_a_kill_costs_nothing(emulator,
     manifest = siro_data.read_manifest(shared / "manifest.parquet")
     for row in manifest.itertuples():
         assert sha256(row.path) == emulator.recordings[row.recording_id].sha256
+    assert list(locks.iterdir()) == []  # Alice's, taken in turn and removed
     for name, mode in modes(shared).items():
         assert (shared / name).stat().st_gid == GROUP, name
         expected = 0o2775 if stat.S_ISDIR(mode) else 0o664

@@ -11,6 +11,7 @@ from pathlib import Path
 from support import sha256
 
 from siro_data import read_manifest
+from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import journal_path
 
 FETCH = textwrap.dedent(
@@ -62,4 +63,5 @@ def test_overlapping_runs_share_the_work_and_corrupt_nothing(emulator, out_dir, 
     assert all(count == 1 for count in emulator.stats.storage_requests.values())
     leftovers = [p.name for p in out_dir.parent.rglob("*") if p.suffix in (".part", ".tmp")]
     assert leftovers == []
+    assert list((out_dir / LOCKS_FOLDER).iterdir()) == []  # each removed on its release
     assert not journal_path(manifest_path).exists()
