@@ -25,9 +25,11 @@ from .exceptions import (
     AuthError,
     DownloadError,
     ExpiredURLError,
+    LocalFileError,
     NotAudioError,
     SiroAPIError,
     SiroDataError,
+    UnavailableError,
 )
 from .export import to_hf_dataset, to_nemo_manifest
 from .listing import list_recordings
@@ -48,6 +50,7 @@ __all__ = [
     "DownloadError",
     "Downloader",
     "ExpiredURLError",
+    "LocalFileError",
     "LogProgress",
     "NotAudioError",
     "Panel",
@@ -60,6 +63,7 @@ __all__ = [
     "SyncResult",
     "TokenMinter",
     "TqdmProgress",
+    "UnavailableError",
     "__version__",
     "convert",
     "download",

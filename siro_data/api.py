@@ -98,7 +98,7 @@ def fetch_all(
     -------
     pandas.DataFrame
         The manifest of this call: one row per distinct id, in input order,
-        with the columns of :data:`siro_data.manifest.COLUMNS`. A row whose
+        with the columns of :data:`siro_data.COLUMNS`. A row whose
         ``status`` is "ok" has its complete, checked file at ``path``; "failed"
         rows say why in ``error``. When the run was stopped (the panel's Stop
         button), the ids it did not reach have ``status`` "stopped": not a

@@ -29,7 +29,7 @@ from .rows import UNAVAILABLE_KINDS, Status
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, sync
 from .sync_state import listing_path
-from .tokens import TOKEN_ENV
+from .tokens import MINTER_ENV, TOKEN_ENV
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_BUG, EXIT_INTERRUPTED = 70, 130
@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .emulator.__main__ import main as emulator_main
 
         return emulator_main(argv[1:], prog="siro-data emulator")
-    parser = _parser()
-    args = parser.parse_args(argv)
+    command_line = parser()
+    args = command_line.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -208,8 +208,12 @@ def _demo(args: argparse.Namespace) -> int:
         return _fetch(ids, args, token=emulator.token, api_url=emulator.api_url)
 
 
-_EXIT_TEXT = "exit status:\n" + "\n".join(
-    textwrap.fill(meaning, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7)
+_TOKEN_TEXT = (
+    f"The token comes from ${TOKEN_ENV}, else is minted as needed from "
+    f"${', $'.join(MINTER_ENV.values())}."
+)
+_EXIT_TEXT = "exit status:\n\n" + "\n".join(  # a definition list, for the docs' reference too
+    f"{code}\n{textwrap.fill(meaning, 79, initial_indent=' ' * 4, subsequent_indent=' ' * 4)}"
     for code, meaning in EXIT_CODES.items()
 )
 
@@ -221,13 +225,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_SETUP, f"siro-data: error: {message} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def parser() -> argparse.ArgumentParser:
+    """The `siro-data` command's parser (the docs' command-line reference is written from it)."""
+    top = _Parser(
         prog="siro-data",
         description="Fetch Siro call-recording audio to disk, with a parquet manifest.",
     )
-    parser.add_argument("--version", action="version", version=f"siro-data {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    top.add_argument("--version", action="version", version=f"siro-data {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
 
     common = _Parser(add_help=False)
     common.add_argument("--out-dir", default="data/recordings", help="where audio files go")
@@ -268,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
         "fetch",
         parents=[common, overwrite],
         help="fetch the recordings listed in a CSV or parquet file",
-        description=f"Fetch recordings; the token comes from ${TOKEN_ENV}.",
+        description=textwrap.fill(f"Fetch recordings. {_TOKEN_TEXT}", 79),
         epilog=_EXIT_TEXT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -280,10 +285,11 @@ def _parser() -> argparse.ArgumentParser:
         "sync",
         parents=[common],
         help="fetch the recordings that appeared since the last sync (list, fetch, retry)",
-        description=(
+        description=textwrap.fill(
             f"List the recordings created since the last sync (less an overlap), fetch those "
-            f"not complete, retry failures a later run may cure. The token comes from "
-            f"${TOKEN_ENV}; the watermark and the listing are kept beside the manifest."
+            f"not complete, retry failures a later run may cure; the watermark and the listing "
+            f"are kept beside the manifest. {_TOKEN_TEXT}",
+            79,
         ),
         epilog=_EXIT_TEXT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -315,7 +321,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(  # listed here; main() hands its arguments to the emulator's own parser
         "emulator", help="serve the local Siro emulator (siro-data emulator --help: its switches)"
     )
-    return parser
+    return top
 
 
 if __name__ == "__main__":

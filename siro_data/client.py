@@ -64,7 +64,7 @@ class SignedURL:
     def expires_within(self, seconds: float) -> bool:
         """Whether the URL is expired, or will be in ``seconds``, by the API's clock.
 
-        The API's "now" is this machine's clock plus :attr:`clock_skew`. Storage alone says
+        The API's "now" is this machine's clock plus ``clock_skew``. Storage alone says
         for sure that a URL has expired: this is for a URL held a while that storage
         refused without saying why, never a reason not to try a fresh one.
         """

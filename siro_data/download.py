@@ -184,7 +184,7 @@ def download(
     url : str
         The (signed) URL. It never appears in messages or logs.
     path : path-like
-        The final file. Its partial is :func:`partial_path` of it.
+        The final file. Its partial is :func:`siro_data.download.partial_path` of it.
     session : requests.Session, optional
         Reused for its connections; one is made for the call otherwise.
     timeout : (float, float)

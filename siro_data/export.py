@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 
 if TYPE_CHECKING:
     import datasets
@@ -68,8 +69,12 @@ def to_hf_dataset(manifest: pd.DataFrame) -> datasets.Dataset:
         raise ImportError("to_hf_dataset needs datasets: pip install 'siro-data[hf]'") from exc
 
     frame = _ok_rows(manifest)
-    paths = pd.Series(list(_audio_files(frame)), index=frame.index, dtype=object)
-    frame.insert(0, AUDIO_COLUMN, paths)  # plain strings: the Audio feature casts them as paths
+    # Arrow's plain string type: the Audio feature casts it as paths (not large_string), and an
+    # empty column keeps its type (an empty column of objects has none to give).
+    paths = pd.Series(
+        list(_audio_files(frame)), index=frame.index, dtype=pd.ArrowDtype(pa.string())
+    )
+    frame.insert(0, AUDIO_COLUMN, paths)
     table = datasets.Dataset.from_pandas(frame, preserve_index=False)
     return table.cast_column(AUDIO_COLUMN, datasets.Audio())
 

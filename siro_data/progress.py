@@ -53,7 +53,7 @@ class Reporter(Protocol):
         """
 
     def finished(self, row: Mapping[str, Any]) -> None:
-        """One recording's row is final (:func:`siro_data.rows.succeeded` tells how it ended)."""
+        """One recording's row is final (its ``status`` tells how it ended)."""
 
     def add_bytes(self, count: int) -> None:
         """``count`` more bytes of audio arrived."""

@@ -12,7 +12,7 @@ that follows what is new:
    the sync filtered by team), so that :func:`read_recordings` joins who, when
    and what to where the file is and what went wrong.
 3. **Fetch** the listed recordings that are not complete, and retry the failed
-   rows that may succeed now (:data:`RETRIED_KINDS`: not ready yet, passing
+   rows that may succeed now (:data:`siro_data.sync.RETRIED_KINDS`: not ready yet, passing
    trouble) while the recording is younger than ``retry_for``; a row that
    cannot succeed (not found, forbidden) is not asked again.
 4. **Move the watermark**, atomically, once the fetch is over: a sync killed at
@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 #: Recordings created this long before the watermark are listed again: one may appear in
 #: the listing late (a phone that uploads after a weekend offline, processing that lags).
 DEFAULT_OVERLAP = pd.Timedelta(days=3)
-#: Failed rows of a kind in :data:`RETRIED_KINDS` are asked again while their recording is
-#: younger than this (by Siro's dates); then they keep their last error.
+#: Failed rows of a kind in :data:`siro_data.sync.RETRIED_KINDS` are asked again while their
+#: recording is younger than this (by Siro's dates); then they keep their last error.
 DEFAULT_RETRY_FOR = pd.Timedelta(days=7)
 #: Failures a later sync may cure: audio not ready yet (a 200 with ``data.error``), storage
 #: or network trouble, a server's bad hour, a stop. Not found, forbidden and malformed
@@ -87,7 +87,7 @@ class SyncResult:
 
     Its figures speak of this sync: a recording whose failure is final (not
     found, forbidden) and known from an earlier sync is not asked again, and is
-    counted apart (:attr:`known_failed`), not as a failure of this one.
+    counted apart (``known_failed``), not as a failure of this one.
 
     Attributes
     ----------
@@ -206,10 +206,11 @@ def sync(
         As for :func:`siro_data.fetch_all`. One client lists and signs: both
         stay under ``requests_per_minute`` together.
     overlap : pandas.Timedelta
-        How far before the watermark to list again (:data:`DEFAULT_OVERLAP`).
+        How far before the watermark to list again (:data:`siro_data.sync.DEFAULT_OVERLAP`).
     retry_for : pandas.Timedelta
         How long after its creation a recording's failed row is retried
-        (:data:`DEFAULT_RETRY_FOR`, for the kinds in :data:`RETRIED_KINDS`).
+        (:data:`siro_data.sync.DEFAULT_RETRY_FOR`, for the kinds in
+        :data:`siro_data.sync.RETRIED_KINDS`).
     client : SiroClient, optional
         A client to list and sign with instead of one made from ``token``.
 

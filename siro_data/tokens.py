@@ -107,7 +107,6 @@ class TokenMinter:
         self.timeout = timeout
         self._client_secret = client_secret
         self._organization_token = organization_token
-        self._lock = threading.Lock()
 
     @classmethod
     def from_environment(cls) -> TokenMinter | None:
@@ -141,7 +140,7 @@ class TokenMinter:
         )
         body = {"clientSecret": self._client_secret, "userId": self.user_id, "scope": self.scope}
         secrets = (self._client_secret, self._organization_token)
-        with self._lock, make_session() as session:  # one mint at a time: renewals are rare
+        with make_session() as session:
             try:
                 answer = session.post(
                     url,

@@ -1,4 +1,4 @@
-"""The package's shape: imports run one way, down the README's layout table.
+"""The package's shape: imports run one way, down the layout table of CONTRIBUTING.md.
 
 Each module of ``siro_data/`` is a row of that table, top (the faces users call)
 to bottom (what everything rests on). A module may import only modules below
@@ -21,8 +21,8 @@ MAX_LINES = 500
 
 
 def layout() -> list[str]:
-    """The modules of the README's layout table, top to bottom (``emulator`` for the package)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The modules of the layout table, top to bottom (``emulator`` for the package)."""
+    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
     section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     names = re.findall(r"^\| `siro_data/([\w/]+?)(?:\.py|/)` \|", section, flags=re.MULTILINE)
     return [name.removesuffix("/") for name in names]
@@ -74,8 +74,8 @@ def imports(path: Path) -> list[tuple[str, list[str], int]]:
 
 def test_the_layout_table_lists_every_module_once():
     table = layout()
-    assert len(table) == len(set(table)), "a module appears twice in the README's layout table"
-    assert sorted(table) == sorted(modules()), "README's layout table and siro_data/ differ"
+    assert len(table) == len(set(table)), "a module appears twice in the layout table"
+    assert sorted(table) == sorted(modules()), "the layout table and siro_data/ differ"
 
 
 @pytest.mark.parametrize("module", sorted(modules()))

@@ -1,4 +1,4 @@
-"""What ``--help`` tells: the switches the README says it lists, each doing what it says."""
+"""What ``--help`` tells: the switches the documentation says it lists, each doing what it says."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def options_of(command: str) -> list[argparse.Action]:
     """The options ``siro-data <command> --help`` lists."""
     subparsers = next(
         action
-        for action in command_line._parser()._actions
+        for action in command_line.parser()._actions
         if isinstance(action, argparse._SubParsersAction)
     )
     parser = subparsers.choices[command]

@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import subprocess
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ import pandas as pd
 import pytest
 from support import COMMAND, TOKEN
 
+from siro_data.download import partial_path
+from siro_data.manifest import journal_path, read_manifest
 from siro_data.rows import stopped_row, to_frame
 from siro_data.summary import duration_text, megabytes, summarize
 from siro_data.sync import SyncResult
@@ -63,13 +66,14 @@ class Block:
 
 
 def blocks(page: Path) -> list[Block]:
+    """The fenced blocks of a page, those indented in a list item too."""
     text = page.read_text(encoding="utf-8")
     found = []
-    for match in re.finditer(r"^```(\w*)\n(.*?)^```$", text, re.M | re.S):
+    for match in re.finditer(r"^( *)```([^`\n]*)\n(.*?)^\1```$", text, re.M | re.S):
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = re.fullmatch(r"<!-- (.+?) -->", before.strip())
         line = text[: match.start()].count("\n") + 1
-        language, body = match.group(1), match.group(2)
+        language, body = match.group(2).split(" ", 1)[0], textwrap.dedent(match.group(3))
         found.append(Block(page, line, language, body, marker.group(1) if marker else None))
     return found
 
@@ -154,7 +158,8 @@ def test_the_code_of_every_page_runs_against_the_emulator(page, user_folder):
                 try:
                     exec(compile(block.text, str(block), "exec"), scope)
                 except Exception as exc:
-                    pytest.fail(f"{block}: {type(exc).__name__}: {exc}")
+                    exc.add_note(f"in the block at {block}")
+                    raise
             continue
         for line in block.text.splitlines():
             if not line.startswith("siro-data "):
@@ -300,25 +305,83 @@ def seconds(text: str) -> float:
     return sum(int(n) * units[unit] for n, unit in re.findall(r"(\d+) (h|min|s)\b", text))
 
 
-OUTPUTS: dict[str, Callable[[list[str]], list[str]]] = {
-    "output: fetch": fetch_output,
-    "output: sync": sync_output,
-    "output: progress": progress_output,
+def demo_head(lines: list[str], demo: Path) -> list[str]:
+    """``read_manifest(...)[columns].head()`` of the demo's manifest, for the columns shown."""
+    columns = lines[0].split()
+    manifest = read_manifest(demo / "data" / "manifest.parquet")
+    return str(manifest[columns].head()).splitlines()
+
+
+def demo_tree(lines: list[str], demo: Path) -> list[str]:
+    """The tree shown, each entry checked against what the demo wrote.
+
+    An entry is a file or folder the demo left; one "during a run" is named as the library
+    names it (a journal, a partial) but gone once the run is over; "..." stands for the
+    recordings not shown, so many "in all". Every file the demo left must be shown.
+    """
+    data = demo / "data"
+    left = {str(path.relative_to(demo)) for path in data.rglob("*")}
+    shown, folders, in_all = set(), [], None
+    for line in lines[1:]:
+        indent = len(re.match(r"^[│ ]*(?:[├└]── )?", line).group(0)) // 4
+        name, _, note = line[indent * 4 :].partition("  ")
+        folders = folders[: indent - 1]
+        where = "/".join(["data", *folders, name.rstrip("/")])
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        if name == "...":
+            in_all = int(re.search(r"(\d+) recordings in all", note).group(1))
+        elif "during a run" in note:
+            expected = {
+                ".part": partial_path(data / "recordings" / "x.m4a").suffix,
+                ".journal": journal_path(data / "manifest.parquet").suffix,
+            }[Path(name).suffix]
+            assert Path(name).suffix == expected and where not in left, line
+            if name.endswith(".part"):
+                assert any(Path(path).stem == Path(name).stem for path in left), line
+            else:
+                assert name == journal_path(data / "manifest.parquet").name, line
+        else:
+            assert where in left, f"the demo left no {where}"
+            shown.add(where)
+    recordings = {path for path in left - shown if path.startswith("data/recordings/")}
+    assert in_all is None or len(recordings) + sum("recordings/" in p for p in shown) - 1 == in_all
+    assert left - shown <= recordings, f"not shown: {sorted(left - shown - recordings)}"
+    return lines
+
+
+#: What printed a sample, by its marker: a function of the sample's lines (and the folder the
+#: demo ran in) that gives what siro_data prints.
+OUTPUTS: dict[str, Callable[[list[str], Path], list[str]]] = {
+    "output: fetch": lambda lines, _demo: fetch_output(lines),
+    "output: sync": lambda lines, _demo: sync_output(lines),
+    "output: progress": lambda lines, _demo: progress_output(lines),
+    "output: demo head": demo_head,
+    "output: demo tree": demo_tree,
 }
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """A folder where ``siro-data demo`` ran."""
+    folder = tmp_path_factory.mktemp("demo")
+    done = subprocess.run([*COMMAND, "demo", "-q"], cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_every_sample_output_is_what_siro_data_prints_for_its_numbers(page):
+def test_every_sample_output_is_what_siro_data_prints_for_its_numbers(page, demo):
     for block in blocks(page):
         if block.language not in ("", "text", "console"):
             continue
         assert block.marker in OUTPUTS or (block.marker or "").startswith("not checked: "), (
-            f"{block}: say what printed this sample (<!-- output: fetch|sync|progress -->)"
+            f"{block}: say what printed this sample (<!-- output: ... -->, or not checked: why)"
         )
         if block.marker not in OUTPUTS:
             continue
         lines = block.text.rstrip("\n").splitlines()
-        assert OUTPUTS[block.marker](lines) == lines, str(block)
+        assert OUTPUTS[block.marker](lines, demo) == lines, str(block)
 
 
 def test_a_sample_that_drifts_is_caught():

@@ -13,6 +13,7 @@ import soundfile
 from support import fetch
 
 from siro_data import to_hf_dataset, to_nemo_manifest
+from siro_data.rows import stopped_row, to_frame
 
 
 @pytest.fixture
@@ -87,3 +88,13 @@ def test_a_nemo_manifest_of_the_ok_rows_round_trips(manifest, tmp_path):
         assert Path(line["audio_filepath"]).is_absolute()
         assert soundfile.info(line["audio_filepath"]).samplerate == line["sample_rate"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".train*"))
+
+
+def test_a_manifest_with_no_ok_row_exports_empty_not_an_error(tmp_path):
+    """A first run where everything failed, or no run yet: empty, typed, saved as usual."""
+    for manifest in (to_frame([]), to_frame([stopped_row("a")])):
+        dataset = to_hf_dataset(manifest)
+        assert dataset.num_rows == 0 and isinstance(dataset.features["audio"], datasets.Audio)
+        dataset.save_to_disk(tmp_path / "hf")
+        written = to_nemo_manifest(manifest, tmp_path / "train.json")
+        assert written.read_text() == ""

@@ -3,7 +3,7 @@ README's columns and dtypes.
 
 Every kind of manifest a run leaves (one run with failures, a Dask run's folder of parts, an
 empty one, the command's, a sync's, and the listing kept beside it) is read by pandas, by
-pyarrow, by Dask and by DuckDB, and compared with the README's tables.
+pyarrow, by Dask and by DuckDB, and compared with the documented tables.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from support import TOKEN, cli, fetch, finish, markdown_table
 import siro_data
 from siro_data.emulator import Emulator, sample_recordings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "reference" / "manifest.md"
 
 #: How a SQL engine (DuckDB) names each of the README's dtypes.
 SQL_TYPES = {
@@ -33,13 +35,13 @@ SQL_TYPES = {
 }
 
 
-def readme_dtypes(heading: str) -> dict[str, str]:
-    """Column → dtype, from the README's table under ``heading``."""
-    return {row[0].strip("`"): row[1] for row in markdown_table(README, heading)}
+def documented_dtypes(page: Path, heading: str) -> dict[str, str]:
+    """Column → dtype, from the table under ``heading`` in ``page``."""
+    return {row[0].strip("`"): row[1] for row in markdown_table(page, heading)}
 
 
-MANIFEST = readme_dtypes("The manifest")
-LISTING = readme_dtypes("The listing")
+MANIFEST = documented_dtypes(README, "The manifest")
+LISTING = documented_dtypes(REFERENCE, "The listing")
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +152,11 @@ def test_a_sql_engine_reads_the_readme_types(written, name):
     assert counted == len(pd.read_parquet(path))
 
 
-def test_the_readme_join_of_manifest_and_listing_runs_on_the_files(written, tmp_path, monkeypatch):
-    """The README's first query, as it is written there, on a sync's two files in ``data/``."""
-    block = README.read_text(encoding="utf-8").split("import duckdb\n", 1)[1].split("```", 1)[0]
+def test_the_documented_join_of_manifest_and_listing_runs_on_the_files(
+    written, tmp_path, monkeypatch
+):
+    """The reference's first query, as it is written there, on a sync's two files in ``data/``."""
+    block = REFERENCE.read_text(encoding="utf-8").split("import duckdb\n", 1)[1].split("```")[0]
     (tmp_path / "data").symlink_to(written["sync"].parent)
     monkeypatch.chdir(tmp_path)
     scope: dict = {"duckdb": duckdb}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import markdown_table
 
 from siro_data.exceptions import (
     AuthError,
@@ -34,10 +34,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def readme_error_kinds() -> list[str]:
     """The ``error_kind`` column of the README's table of errors, row by row."""
-    section = README.read_text(encoding="utf-8").split("\n## How errors look\n", 1)[1]
-    table = section.split("\n## ", 1)[0]
-    kinds = re.findall(r"^\|.*\| `(\w+)` \|$", table, flags=re.MULTILINE)
-    return kinds[1:]  # below the header
+    return [row[-1].strip("`") for row in markdown_table(README, "Errors")]
 
 
 def test_the_readme_table_lists_every_kind_a_row_can_have():
@@ -45,9 +42,9 @@ def test_the_readme_table_lists_every_kind_a_row_can_have():
 
 
 def test_the_readme_names_the_kinds_no_row_has():
-    section = README.read_text(encoding="utf-8").split("\n## How errors look\n", 1)[1]
+    section = README.read_text(encoding="utf-8").split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
     for kind in RUN_KINDS:
-        assert f"`{kind}`" in section.split("\n## ", 1)[0]
+        assert f"`{kind}`" in section
 
 
 def test_every_kind_an_error_carries_is_defined():
