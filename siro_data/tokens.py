@@ -178,7 +178,7 @@ def resolve_token(token: TokenSource | None) -> TokenSource:
     """The token given; else ``$SIRO_AUTH_TOKEN``; else a :class:`TokenMinter` from the
     environment; a clear ``ValueError`` when there is none.
     """
-    if token is not None:
+    if token:  # an empty string is no token either
         return token
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV]

@@ -22,6 +22,7 @@ from siro_data import AuthError, SignedURL, SiroAPIError, SiroClient, __version_
 from siro_data.client import signed_url_path
 from siro_data.emulator import Emulator, Recording, sample_recordings
 from siro_data.sessions import TOKEN_HEADER
+from siro_data.tokens import MINTER_ENV
 
 UNAUTHORIZED = "Unauthorized: invalid or expired access token"
 
@@ -488,11 +489,13 @@ def test_without_a_date_header_the_url_tells_the_apis_clock_and_expirations_unit
 def test_no_token_is_a_clear_value_error(
     monkeypatch: pytest.MonkeyPatch, emulator: Emulator
 ) -> None:
-    """Without token= and without $SIRO_AUTH_TOKEN: ValueError naming both ways to give one."""
-    monkeypatch.delenv("SIRO_AUTH_TOKEN", raising=False)
+    """Without token= and without $SIRO_AUTH_TOKEN: ValueError naming the ways to give one."""
+    for variable in ("SIRO_AUTH_TOKEN", *MINTER_ENV.values()):
+        monkeypatch.delenv(variable, raising=False)
     message = (
-        "no Siro token: pass token=... (a string or a function returning one) "
-        "or set the environment variable SIRO_AUTH_TOKEN"
+        "no Siro token: pass token=... (a string or a function returning one), set "
+        "SIRO_AUTH_TOKEN, or set SIRO_CLIENT_ID, SIRO_CLIENT_SECRET, SIRO_USER_ID, SIRO_ORG_TOKEN "
+        "to mint tokens as needed"
     )
     with pytest.raises(ValueError) as info:
         SiroClient(api_url=emulator.api_url)

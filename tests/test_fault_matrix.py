@@ -437,7 +437,10 @@ CASES = [
 ]
 
 #: Switches tested elsewhere, not by a fetch_all batch.
-COVERED_ELSEWHERE = {"token_uses": "tests/test_tokens.py"}
+COVERED_ELSEWHERE = {
+    "token_uses": "tests/test_tokens.py",
+    "minted_token_uses": "tests/test_tokens.py",
+}
 
 
 # --- fixtures ------------------------------------------------------------------------------------
