@@ -26,10 +26,9 @@ import pyarrow.compute as pc
 
 from . import audio, processors, store
 from .client import SignedURL, SiroClient
-from .download import Downloader, partial_path, partial_size
+from .download import Downloader, partial_path
 from .exceptions import (
     AuthError,
-    DownloadError,
     Interrupted,
     LocalFileError,
     SiroDataError,
@@ -365,57 +364,46 @@ class _Run:
             lock.release()
 
     def _fetch_unlocked(self, recording_id: str, attempt: _Attempt) -> Row:
-        """Sign, download into the partial, check; sign again when the URL expires.
-
-        A fresh URL is always tried, whatever this machine's clock says of it: a clock
-        minutes or hours off must not give up a recording storage would serve. Only storage's
-        refusal of a URL held during a download says it expired: in so many words, or a bare
-        400/401/403 once its expiration has passed on the API's clock.
+        """Sign, download into the partial (the Downloader signs again when the URL
+        expires), check, put the file in place.
         """
         assert self.client is not None  # made whenever a task has something to fetch
-        discard = self.overwrite
-        fruitless = 0
-        while fruitless < self.downloader.max_fruitless_urls:
+        client = self.client
+
+        def sign() -> SignedURL:
             self._check_stop()
-            signed = attempt.signed = self.client.sign(recording_id)
-            target = self.out_dir / f"{file_stem(recording_id)}.{url_extension(signed.url)}"
-            if not discard and target.exists():
-                row = self.complete_elsewhere(recording_id)
-                if row is not None:  # another process finished it meanwhile
-                    return row
-            _prepare(target, discard)
-            discard = False
-            held = partial_size(target)
-            try:
-                result = self.downloader.download(
-                    signed.url,
-                    target,
-                    verify=audio.probe,
-                    on_bytes=self._on_bytes,
-                    on_size=getattr(self.reporter, "expect_bytes", None),
-                )
-            except DownloadError as exc:
-                if not self.downloader.expired(exc, signed.expires_within(0)):
-                    raise
-                fruitless = 0 if partial_size(target) > held else fruitless + 1
-                log.info("%r: signed URL expired, asking for a fresh one", recording_id)
-                continue
-            info = result.verified
-            return ok_row(
-                recording_id,
-                path=str(result.path),
-                expiration=signed.expiration,
-                duration=info.duration,
-                size_bytes=result.size,
-                sha256=result.sha256,
-                content_type=result.content_type,
-                sample_rate=info.sample_rate,
-                channels=info.channels,
-                codec=info.codec,
-            )
-        raise DownloadError(
-            f"signed URL expired {self.downloader.max_fruitless_urls} times in a row"
-            " without progress"
+            attempt.signed = client.sign(recording_id)
+            return attempt.signed
+
+        signed = sign()
+        stem = file_stem(recording_id)
+        target = self.out_dir / f"{stem}.{url_extension(signed.url)}"
+        if not self.overwrite and target.exists():
+            row = self.complete_elsewhere(recording_id)
+            if row is not None:  # another process finished it meanwhile
+                return row
+        _prepare(target, self.overwrite)
+        result = self.downloader.fetch(
+            signed,
+            partial_path(target),
+            renew=sign,
+            verify=audio.probe,
+            on_bytes=self._on_bytes,
+            on_size=getattr(self.reporter, "expect_bytes", None),
+        )
+        os.replace(result.path, target)
+        info = result.verified
+        return ok_row(
+            recording_id,
+            path=str(target),
+            expiration=attempt.signed.expiration,
+            duration=info.duration,
+            size_bytes=result.size,
+            sha256=result.sha256,
+            content_type=result.content_type,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            codec=info.codec,
         )
 
     def _on_bytes(self, count: int) -> None:

@@ -17,8 +17,9 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import requests
 import urllib3
@@ -61,6 +62,9 @@ class Download:
         Bytes already on disk from an earlier, interrupted attempt.
     verified : object
         What ``verify`` returned (for instance the audio's duration), else None.
+    md5 : str
+        Hex MD5 of its content: what object stores state of an object (an S3 ETag, GCS's
+        md5Hash), to compare an upload with.
     """
 
     path: Path
@@ -69,6 +73,15 @@ class Download:
     content_type: str | None
     resumed_from: int
     verified: object = None
+    md5: str = ""
+
+
+class Signed(Protocol):
+    """A signed URL, as :meth:`Downloader.fetch` uses it (:class:`siro_data.SignedURL` is one)."""
+
+    url: str
+
+    def expires_within(self, seconds: float) -> bool: ...
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:
@@ -82,10 +95,10 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
     return Path(path).with_suffix(".part")
 
 
-def partial_size(path: str | os.PathLike[str]) -> int:
-    """Bytes of ``path`` already held in its partial (0 when there is none)."""
+def partial_size_of(partial: str | os.PathLike[str]) -> int:
+    """Bytes a partial file holds (0 when there is none)."""
     try:
-        return os.stat(partial_path(path)).st_size
+        return os.stat(partial).st_size
     except OSError:
         return 0
 
@@ -118,6 +131,10 @@ class _Partial:
         self.size = 0
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False)
+
+    @property
+    def md5_hex(self) -> str:
+        return self.md5.hexdigest()
 
     def _digest(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
@@ -227,32 +244,58 @@ def download(
     True
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = _Partial(partial_path(path), on_bytes, on_size)
-    resumed_from = partial.size
+    settings = {"session": session, "timeout": timeout, "max_stalls": max_stalls}
+    complete = download_partial(
+        url, partial_path(path), verify=verify, on_bytes=on_bytes, on_size=on_size, **settings
+    )
+    os.replace(complete.path, path)
+    return replace(complete, path=path)
+
+
+def download_partial(
+    url: str,
+    partial: str | os.PathLike[str],
+    *,
+    session: requests.Session | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    max_stalls: int = 5,
+    verify: Callable[[Path], object] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_size: Callable[[int], None] | None = None,
+) -> Download:
+    """:func:`download`'s bytes and checks, into ``partial``, which is not renamed: the
+    caller puts the complete file in place (a rename, an upload to a bucket).
+
+    Returns the complete, checked partial (``Download.path`` is ``partial``).
+    """
+    partial_file = Path(partial)
+    partial_file.parent.mkdir(parents=True, exist_ok=True)
+    held = _Partial(partial_file, on_bytes, on_size)
+    resumed_from = held.size
     own_session = session is None
     session = session or make_session()
     try:
-        described = _fetch(session, url, partial, timeout, max_stalls)
+        described = _fetch(session, url, held, timeout, max_stalls)
     except DownloadError as exc:
         exc.__context__ = None  # the errors it replaced name the signed URL
         raise
     finally:
         if own_session:
             session.close()
-    if described.md5 and described.md5 != base64.b64encode(partial.md5.digest()).decode():
-        partial.restart()
+    if described.md5 and described.md5 != base64.b64encode(held.md5.digest()).decode():
+        held.restart()
         raise DownloadError("content does not match the MD5 the storage announced")
     verified = None
     if verify is not None:
         try:
-            verified = verify(partial.path)
+            verified = verify(held.path)
         except Exception:
-            partial.path.unlink(missing_ok=True)
+            held.path.unlink(missing_ok=True)
             raise
-    os.replace(partial.path, path)
-    digest = partial.sha256.hexdigest()
-    return Download(path, partial.size, digest, described.content_type, resumed_from, verified)
+    digest = held.sha256.hexdigest()
+    return Download(
+        held.path, held.size, digest, described.content_type, resumed_from, verified, held.md5_hex
+    )
 
 
 def _fetch(
@@ -437,6 +480,69 @@ class Downloader:
             on_bytes=on_bytes,
             on_size=on_size,
         )
+
+    def fetch(
+        self,
+        signed: Signed,
+        partial: str | os.PathLike[str],
+        *,
+        renew: Callable[[], Signed],
+        verify: Callable[[Path], object] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> Download:
+        """One recording's whole download into ``partial``, from its signed URL, signed again
+        and continued whenever the URL expires; the complete, checked partial.
+
+        A fresh URL is always tried, whatever this machine's clock says of it: a clock
+        minutes or hours off must not give up a recording storage would serve. Only
+        storage's refusal of a URL held during a download says it expired (:meth:`expired`).
+        A long download may outlive many URLs: each that brings bytes is welcome, and the
+        recording is given up after ``max_fruitless_urls`` in a row that bring none.
+
+        Parameters
+        ----------
+        signed : SignedURL
+            The first URL.
+        partial : path-like
+            Where the bytes accumulate (continued when it holds some).
+        renew : callable
+            Returns a fresh signed URL for the same recording.
+        verify, on_bytes, on_size
+            As :func:`download` takes them.
+
+        Raises
+        ------
+        DownloadError
+            Storage refused, kept failing, or the URLs kept expiring without progress.
+        NotAudioError
+            What storage sent is not audio.
+        """
+        fruitless = 0
+        while True:
+            held = partial_size_of(partial)
+            try:
+                return download_partial(
+                    signed.url,
+                    partial,
+                    session=self._sessions.get(),
+                    timeout=self.timeout,
+                    max_stalls=self.max_stalls,
+                    verify=verify,
+                    on_bytes=on_bytes,
+                    on_size=on_size,
+                )
+            except DownloadError as exc:
+                if not self.expired(exc, signed.expires_within(0)):
+                    raise
+                fruitless = 0 if partial_size_of(partial) > held else fruitless + 1
+                if fruitless >= self.max_fruitless_urls:
+                    raise DownloadError(
+                        f"signed URL expired {self.max_fruitless_urls} times in a row"
+                        " without progress"
+                    ) from None
+            log.info("signed URL expired, asking for a fresh one")
+            signed = renew()
 
     @staticmethod
     def expired(error: DownloadError, past_expiration: bool) -> bool:
