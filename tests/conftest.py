@@ -13,9 +13,14 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from support import TOKEN, RecordingHandler, serve
 
 from siro_data.emulator import Emulator, Recording, sample_recordings
+
+# Machines that run the tests are shared and busy: an example's time says nothing of the code.
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture
