@@ -39,6 +39,9 @@ COLUMNS: dict[str, str] = {
 
 #: The same columns as an Arrow schema: what the parquet file holds.
 SCHEMA = pa.schema([(name, store.ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
+#: The columns whose values repeat from row to row: dictionary-encoded in the file. The others
+#: (ids, paths, hashes, times, sizes, durations) differ in nearly every row.
+REPEATING = ("status", "error", "error_kind", "content_type", "sample_rate", "channels", "codec")
 
 Row = Mapping[str, Any]
 
