@@ -37,7 +37,7 @@ import pyarrow.json as pj
 from . import store
 from .files import remove_stale
 from .locks import manifest_lock
-from .rows import COLUMNS, SCHEMA, Row, conform, from_arrow, to_arrow
+from .rows import COLUMNS, REPEATING, SCHEMA, Row, conform, from_arrow, to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> None
       recording_id                     error
     0            a  404: Recording not found
     """
-    store.write(store.latest(to_arrow(manifest)), Path(path))
+    store.write(store.latest(to_arrow(manifest)), Path(path), REPEATING)
 
 
 def journal_path(path: str | os.PathLike[str]) -> Path:
@@ -265,7 +265,7 @@ def compact(path: str | os.PathLike[str], order: Sequence[str | None] | pa.Array
         if new.num_rows == 0 and path.exists():
             count = store.rows_in(path)
         else:
-            count = store.fold(path, SCHEMA, new, order)
+            count = store.fold(path, SCHEMA, new, order, REPEATING)
         journal.unlink(missing_ok=True)
     del new
     pa.default_memory_pool().release_unused()  # what reading and writing took, back now

@@ -40,6 +40,9 @@ COLUMNS: dict[str, str] = {
 #: The same columns as an Arrow schema, with the pandas metadata that gives any reader of the
 #: parquet file these dtypes: what the file holds.
 SCHEMA = store.schema_of(COLUMNS)
+#: The columns whose values repeat from row to row: dictionary-encoded in the file. The others
+#: (ids, paths, hashes, times, sizes, durations) differ in nearly every row.
+REPEATING = ("status", "error", "error_kind", "content_type", "sample_rate", "channels", "codec")
 
 Row = Mapping[str, Any]
 

@@ -31,6 +31,8 @@ from .locks import manifest_lock
 LISTING_SCHEMA = store.schema_of(
     {**LISTING_COLUMNS, "team_id": "string", "listed_at": "datetime64[ns, UTC]"}
 )
+#: The listing's columns whose values repeat from row to row: dictionary-encoded in its file.
+LISTING_REPEATING = ("user_id", "rep_first_name", "rep_last_name", "result", "trigger", "team_id")
 
 
 def listing_path(manifest_path: str | os.PathLike[str]) -> Path:
@@ -46,7 +48,7 @@ def keep_listing(path: Path, listed: pd.DataFrame) -> None:
     rows = pa.Table.from_pandas(listed, schema=LISTING_SCHEMA, preserve_index=False)
     try:
         with manifest_lock(path):
-            store.fold(path, LISTING_SCHEMA, store.latest(rows))
+            store.fold(path, LISTING_SCHEMA, store.latest(rows), dictionary=LISTING_REPEATING)
     except OSError as exc:
         raise LocalFileError(exc, "save the listing", path) from exc
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from siro_data import store
 from siro_data.manifest import (
     Journal,
     compact,
@@ -12,7 +14,7 @@ from siro_data.manifest import (
     read_manifest,
     write_manifest,
 )
-from siro_data.rows import COLUMNS, empty_manifest, to_frame
+from siro_data.rows import COLUMNS, REPEATING, SCHEMA, empty_manifest, to_frame
 from siro_data.summary import summarize
 
 NOW = pd.Timestamp("2026-11-28 12:00", tz="UTC")
@@ -131,3 +133,30 @@ def test_compact_saves_new_rows_in_the_calls_order_and_keeps_the_others_in_place
     saved = read_manifest(path)
     assert list(saved["recording_id"]) == ["old-1", "old-2", "a", "other-process", "b", "c"]
     assert pd.read_parquet(path)["recording_id"].tolist() == saved["recording_id"].tolist()
+
+
+def test_a_fold_rewrites_the_file_in_row_groups_with_dictionaries_only_where_values_repeat(
+    tmp_path, monkeypatch
+):
+    """What keeps a pass over the file to one small row group at a time, kept through folds."""
+    monkeypatch.setattr(store, "ROW_GROUP_ROWS", 2)
+    path = tmp_path / "m.parquet"
+    write_manifest(to_frame([ok_row(f"old-{n}") for n in range(5)]), path)
+    journal = Journal(path)
+    journal.append(ok_row("old-3", size_bytes=7))
+    journal.append(ok_row("new"))
+
+    assert compact(path) == 6
+
+    file = pq.ParquetFile(path)
+    assert file.schema_arrow.equals(SCHEMA)
+    groups = [file.metadata.row_group(group) for group in range(file.num_row_groups)]
+    assert max(group.num_rows for group in groups) == 2
+    encoded = {
+        chunk.path_in_schema: chunk.has_dictionary_page
+        for chunk in map(groups[0].column, range(groups[0].num_columns))
+    }
+    assert encoded == {name: name in REPEATING for name in COLUMNS}
+    saved = read_manifest(path)
+    assert list(saved["recording_id"]) == [*(f"old-{n}" for n in range(5)), "new"]
+    assert saved["size_bytes"].tolist() == [1000, 1000, 1000, 7, 1000, 1000]
