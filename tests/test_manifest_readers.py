@@ -152,11 +152,9 @@ def test_a_sql_engine_reads_the_readme_types(written, name):
     assert counted == len(pd.read_parquet(path))
 
 
-def test_the_documented_join_of_manifest_and_listing_runs_on_the_files(
-    written, tmp_path, monkeypatch
-):
-    """The reference's first query, as it is written there, on a sync's two files in ``data/``."""
-    block = REFERENCE.read_text(encoding="utf-8").split("import duckdb\n", 1)[1].split("```")[0]
+def test_the_readme_join_of_manifest_and_listing_runs_on_the_files(written, tmp_path, monkeypatch):
+    """The README's first query, as it is written there, on a sync's two files in ``data/``."""
+    block = README.read_text(encoding="utf-8").split("import duckdb\n", 1)[1].split("```")[0]
     (tmp_path / "data").symlink_to(written["sync"].parent)
     monkeypatch.chdir(tmp_path)
     scope: dict = {"duckdb": duckdb}
