@@ -1,22 +1,42 @@
-"""Shared fixtures: a fresh emulator per test, the folders a run writes to, another origin.
+"""Shared fixtures: a fresh emulator per test, the folders a run writes to, another origin,
+local S3 and GCS servers and a fresh bucket on each.
 
 The emulator serves the ``recordings`` fixture: a module that needs other recordings overrides
 ``recordings``; a test that needs a second set (or an Emulator subclass) asks ``start_emulator``.
-Plain helpers (the token, fast retries, ``fetch``...) are in ``support.py``.
+Plain helpers (the token, fast retries, ``fetch``, the object-store servers...) are in
+``support.py``.
+
+Every cloud client's credential lookup is pinned to loopback here, at import, before any test
+imports one: for the whole test run and every process it starts (``support.LOOPBACK_ENV``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from support import TOKEN, RecordingHandler, serve
+from support import (
+    TOKEN,
+    Bucket,
+    ObjectStoreServer,
+    RecordingHandler,
+    fake_gcs_server,
+    moto_server,
+    new_gcs_bucket,
+    new_s3_bucket,
+    pin_to_loopback,
+    require,
+    serve,
+)
 
 from siro_data.emulator import Emulator, Recording, sample_recordings
+
+pin_to_loopback(os.environ)
 
 # Machines that run the tests are shared and busy: an example's time says nothing of the code.
 settings.register_profile("shared-machine", deadline=None)
@@ -73,3 +93,45 @@ def other_origin() -> Iterator[ThreadingHTTPServer]:
     """Another origin on 127.0.0.1; ``other_origin.seen`` lists every request it received."""
     with serve(RecordingHandler) as server:
         yield server
+
+
+def _object_store(
+    start: Callable[[Path], ObjectStoreServer], log: Path, what: str
+) -> Iterator[str]:
+    """Run a local object store for the test run; skip (fail in CI) if it cannot start."""
+    with contextlib.ExitStack() as running:
+        try:
+            server = running.enter_context(start(log))
+        except (ImportError, OSError, RuntimeError) as error:
+            require(False, f"{what} cannot start: {error}")
+        yield server.endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, once for the test run: its endpoint URL."""
+    log = tmp_path_factory.mktemp("s3-server") / "requests.log"
+    yield from _object_store(moto_server, log, "moto's S3 server")
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory) -> Iterator[str]:
+    """fake-gcs-server on 127.0.0.1, once for the test run: its endpoint URL."""
+    log = tmp_path_factory.mktemp("gcs-server") / "requests.log"
+    yield from _object_store(fake_gcs_server, log, "fake-gcs-server")
+
+
+@pytest.fixture(params=["s3", "gcs"])
+def bucket(request, monkeypatch) -> Bucket:
+    """A fresh, empty bucket prefix on each local object store in turn (``s3://``, ``gs://``).
+
+    Its ``storage_options`` are for fsspec, pandas and Dask; its ``env`` (endpoint and test
+    credentials, as a user's shell would give them) is set for the test.
+    """
+    if request.param == "s3":
+        made = new_s3_bucket(request.getfixturevalue("s3_server"))
+    else:
+        made = new_gcs_bucket(request.getfixturevalue("gcs_server"))
+    for name, value in made.env.items():
+        monkeypatch.setenv(name, value)
+    return made
