@@ -180,7 +180,7 @@ def _category(frames: list[re.Match]) -> str:
         return "writing the file"
     if module == "siro_data.audio":
         return "checking the audio (PyAV / soundfile)"
-    if module == "siro_data.manifest":
+    if module in ("siro_data.manifest", "siro_data.disk", "siro_data.journal"):
         return "manifest: journal lines, final fold and frame"
     if module in ("siro_data.client", "siro_data.ratelimit"):
         return "API call (requests/urllib3, JSON)"
@@ -196,8 +196,8 @@ def components(scratch: Path, repeat: int = 300) -> list[list[str]]:
     import hashlib
 
     from siro_data import SiroClient, audio, download
-    from siro_data.locks import LOCKS_FOLDER, acquire, recording_lock
-    from siro_data.manifest import Journal
+    from siro_data.archive import Archive
+    from siro_data.locks import acquire
     from siro_data.sessions import make_session
 
     def cpu_per_call(step: Any, calls: int = repeat) -> float:
@@ -233,17 +233,17 @@ def components(scratch: Path, repeat: int = 300) -> list[list[str]]:
             cpu_per_call(lambda i: audio.duration(m4a)),
         ]
     )
-    (scratch / LOCKS_FOLDER).mkdir()
+    archive = Archive(scratch, scratch / "manifest.parquet")
 
     def lock(index: int) -> None:
-        taken = recording_lock(scratch, str(index))
+        taken = archive.audio.lock(str(index))
         acquire(taken, 0.2, lambda: None)
         taken.release()
 
     rows.append(["per-recording lock: acquire and release (core)", cpu_per_call(lock)])
-    journal = Journal(scratch / "journal.parquet")
     row = {"recording_id": "x", "path": str(wav), "size_bytes": 4044, "duration": 0.25}
-    rows.append(["journal line (Journal.append)", cpu_per_call(lambda i: journal.append(row))])
+    journal = archive.manifest
+    rows.append(["journal line (manifest.append)", cpu_per_call(lambda i: journal.append([row]))])
     block = os.urandom(MB)
 
     def digest(index: int) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import pandas as pd
 
 from . import core, processors
+from .archive import Archive
 from .client import SiroClient, opened
 from .download import Downloader
-from .inputs import IdsLike, absolute, check_settings, is_dask
+from .inputs import IdsLike, check_settings, is_dask
 from .progress import ProgressChoice, Reporter, reporter_for
 from .sessions import DEFAULT_TIMEOUT
 from .tokens import TokenSource
@@ -38,6 +40,7 @@ def fetch_all(
     requests_per_minute: int = 1000,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     convert_to: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Download the audio of many recordings, resumably, and describe it in a manifest.
 
@@ -52,11 +55,13 @@ def fetch_all(
         id becomes a row with an error.
     id_column : str
         The id column when ``ids`` is a DataFrame.
-    out_dir : path-like
-        Where the audio files go, one per recording, named after its id.
-    manifest_path : path-like
-        The parquet manifest. It describes everything fetched into
-        ``out_dir`` so far, across runs: rows of this call are added or updated.
+    out_dir : path-like or str
+        Where the audio files go, one per recording, named after its id: a
+        folder, or a bucket prefix (``gs://bucket/prefix``, ``s3://...``).
+    manifest_path : path-like or str
+        The parquet manifest, a file or a bucket URL. It describes everything
+        fetched into ``out_dir`` so far, across runs: rows of this call are
+        added or updated.
     token : str or callable, optional
         Siro OAuth access token, or a function returning the current one
         (asked again once after a 401). Default: ``$SIRO_AUTH_TOKEN``. Not
@@ -93,6 +98,13 @@ def fetch_all(
         audio tool read (16-bit PCM, the original rate and channels); its path
         is the ``audio_path`` column. Copies already made are kept; complete
         downloads without one are converted without being fetched again.
+    storage_options : dict, optional
+        For bucket URLs: what the fsspec filesystem (s3fs, gcsfs) takes, as
+        ``pandas.read_parquet`` and Dask take them (``endpoint_url``, ``key``,
+        ``secret``, ``token``, ``project``...). Without them, each provider's
+        own chain and variables apply (``AWS_*``,
+        ``GOOGLE_APPLICATION_CREDENTIALS``, ``STORAGE_EMULATOR_HOST``...).
+        Never shown in logs, reprs, errors or a Dask graph.
 
     Returns
     -------
@@ -124,7 +136,9 @@ def fetch_all(
     Several processes may fetch into one ``out_dir`` and manifest at once:
     a lock per recording (a file in ``out_dir/.locks`` while it is fetched) keeps
     them from fetching the same file together, and the manifest's own lock keeps
-    its rows whole.
+    its rows whole. In a bucket, each writer adds its rows in chunks of its own,
+    folded into the manifest with conditional writes: no row is lost; two
+    machines may fetch one recording at once (at most the recordings in flight).
 
     Examples
     --------
@@ -153,9 +167,11 @@ def fetch_all(
             requests_per_minute,
             timeout,
             convert_to,
+            storage_options,
         )
     check_settings(workers, convert_to)
-    reporter = reporter_for(progress, absolute(manifest_path))
+    archive = Archive(out_dir, manifest_path, storage_options)
+    reporter = reporter_for(progress, archive.manifest_path)
 
     def connect() -> AbstractContextManager[SiroClient]:
         """The API client, made only when some id must be fetched (no token needed before)."""
@@ -166,13 +182,12 @@ def fetch_all(
     with nullcontext(downloader) if downloader else Downloader(timeout=timeout) as storage:
         return core.run(
             ids,
-            out_dir,
-            manifest_path,
+            archive,
             id_column=id_column,
             connect=connect,
             downloader=storage,
             reporter=reporter,
             workers=workers,
             overwrite=overwrite,
-            steps=processors.for_settings(convert_to, overwrite),
+            steps=processors.for_settings(convert_to, archive.audio, overwrite),
         )

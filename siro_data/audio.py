@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +34,7 @@ from .decoding import (
     soundfile_info,
 )
 from .exceptions import NotAudioError
+from .filesystems import Bucket, is_bucket
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +56,16 @@ FORMATS = tuple(_CONVERSIONS)
 _MAX_FRAMES_PER_BYTE = 256
 
 
-def duration(path: str | os.PathLike[str]) -> float:
+def duration(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> float:
     """Length of an audio file in seconds: :func:`probe`'s ``duration``.
 
     Parameters
     ----------
-    path : path-like
+    path : path-like or str
         An audio file: .m4a (AAC in MP4), mp3, wav, flac, ogg, ... (the content
-        decides, not the file name).
+        decides, not the file name), or its bucket URL (``gs://``, ``s3://``).
+    storage_options : dict, optional
+        For a bucket URL, as :func:`siro_data.fetch_all` takes them.
 
     Returns
     -------
@@ -73,7 +80,7 @@ def duration(path: str | os.PathLike[str]) -> float:
     >>> duration(wav)
     3.0
     """
-    return probe(path).duration
+    return probe(path, storage_options).duration
 
 
 def _seconds(source: PyAVSource) -> float:
@@ -105,7 +112,7 @@ class AudioInfo:
     codec: str | None
 
 
-def probe(path: str | os.PathLike[str]) -> AudioInfo:
+def probe(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> AudioInfo:
     """Check that a file is audio, and describe it: duration, sample rate, channels, codec.
 
     The check :func:`siro_data.fetch_all` runs on every download before it
@@ -115,8 +122,10 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
 
     Parameters
     ----------
-    path : path-like
-        An audio file (the content decides, not the file name).
+    path : path-like or str
+        An audio file (the content decides, not the file name), or its bucket URL.
+    storage_options : dict, optional
+        For a bucket URL, as :func:`siro_data.fetch_all` takes them.
 
     Returns
     -------
@@ -137,16 +146,36 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     >>> probe(wav)
     AudioInfo(duration=2.0, sample_rate=8000, channels=2, codec='pcm_s16le')
     """
-    info = soundfile_info(path)
-    if info is not None:
-        codec = codec_name(path)
-        return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels, codec)
-    with PyAVSource(path) as source:
-        return AudioInfo(_seconds(source), source.samplerate, source.channels, source.codec)
+    with local_file(path, storage_options) as local:
+        info = soundfile_info(local)
+        if info is not None:
+            codec = codec_name(local)
+            return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels, codec)
+        with PyAVSource(local) as source:
+            return AudioInfo(_seconds(source), source.samplerate, source.channels, source.codec)
+
+
+@contextmanager
+def local_file(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> Iterator[Path]:
+    """``path`` as a local file: itself, or a bucket object's bytes in a temporary file
+    (decoders seek back and forth: a whole file to hand is their due)."""
+    if not is_bucket(path):
+        yield Path(path)
+        return
+    url = str(path)
+    with tempfile.TemporaryDirectory(prefix="siro-data-") as folder:
+        local = Path(folder) / url.rsplit("/", 1)[-1]
+        Bucket(url.rsplit("/", 1)[0], storage_options).download(url, local)
+        yield local
 
 
 def load_audio(
-    path: str | os.PathLike[str], sr: int | None = None, mono: bool = True
+    path: str | os.PathLike[str],
+    sr: int | None = None,
+    mono: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[npt.NDArray[np.float32], int]:
     """Decode an audio file into float32 samples, optionally resampled.
 
@@ -159,8 +188,8 @@ def load_audio(
 
     Parameters
     ----------
-    path : path-like
-        The audio file.
+    path : path-like or str
+        The audio file, or its bucket URL (``gs://``, ``s3://``).
     sr : int, optional
         Sample rate wanted, in Hz. By default the file's own rate is kept.
         Resampling uses libswresample (FFmpeg's resampler, through PyAV's
@@ -174,6 +203,8 @@ def load_audio(
     mono : bool
         Average the channels into one (the default). With False every channel
         is kept.
+    storage_options : dict, optional
+        For a bucket URL, as :func:`siro_data.fetch_all` takes them.
 
     Returns
     -------
@@ -213,8 +244,8 @@ def load_audio(
         if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
             raise ValueError(f"sr must be a positive whole number of Hz, not {sr!r}")
         sr = int(sr)
-    with open_audio(path) as source:
-        size = os.stat(path).st_size
+    with local_file(path, storage_options) as local, open_audio(local) as source:
+        size = os.stat(local).st_size
         rate = source.samplerate
         channels = 1 if mono else source.channels
         blocks = source.blocks()

@@ -12,6 +12,7 @@ log line every 10 s, as :func:`siro_data.fetch_all` chooses them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import textwrap
@@ -23,12 +24,12 @@ import pandas as pd
 
 from ._version import __version__
 from .api import fetch_all
+from .archive import listing_path, location
 from .exceptions import AuthError, LocalFileError, SiroAPIError
 from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
 from .rows import UNAVAILABLE_KINDS, Status
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, sync
-from .sync_state import listing_path
 from .tokens import MINTER_ENV, TOKEN_ENV
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -109,7 +110,7 @@ def _fail(code: int, sentence: str, error: BaseException) -> int:
 
 
 def _kept(args: argparse.Namespace) -> str:
-    return f"the rows finished are kept in {Path(args.manifest).absolute()}"
+    return f"the rows finished are kept in {location(args.manifest)}"
 
 
 def _sentence(error: Exception) -> str:
@@ -141,9 +142,10 @@ def _fetch(
         progress=_reporter(args),
         overwrite=args.overwrite,
         convert_to=args.convert_to,
+        storage_options=storage_options(args.storage_option),
     )
     print(summarize(manifest))
-    print(f"manifest: {Path(args.manifest).absolute()}")
+    print(f"manifest: {location(args.manifest)}")
     return exit_status(manifest)
 
 
@@ -161,12 +163,13 @@ def _sync(args: argparse.Namespace) -> int:
         requests_per_minute=args.requests_per_minute,
         progress=_reporter(args),
         convert_to=args.convert_to,
+        storage_options=storage_options(args.storage_option),
         overlap=pd.Timedelta(hours=args.overlap_hours),
         retry_for=pd.Timedelta(days=args.retry_days),
     )
     print(synced.summary())
-    print(f"manifest: {Path(args.manifest).absolute()}")
-    print(f"listing: {listing_path(Path(args.manifest).absolute())}")
+    print(f"manifest: {location(args.manifest)}")
+    print(f"listing: {listing_path(location(args.manifest))}")
     return exit_status(synced.tried)
 
 
@@ -189,10 +192,31 @@ def exit_status(rows: pd.DataFrame) -> int:
     return EXIT_SOME_FAILED
 
 
+def storage_options(pairs: Sequence[str]) -> dict[str, object] | None:
+    """``--storage-option KEY=VALUE`` pairs as fsspec's options (values read as JSON when
+    they are: numbers, booleans; else kept as text).
+
+    Examples
+    --------
+    >>> storage_options(["endpoint_url=http://127.0.0.1:9000", "anon=true"])
+    {'endpoint_url': 'http://127.0.0.1:9000', 'anon': True}
+    """
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options or None
+
+
 def _reporter(args: argparse.Namespace) -> Reporter:
     """What ``--progress`` (and ``--quiet``, ``--log-interval``) ask for."""
     choice = "none" if args.quiet else args.progress
-    reporter = reporter_for(choice, Path(args.manifest).absolute())
+    reporter = reporter_for(choice, location(args.manifest))
     if isinstance(reporter, LogProgress):
         reporter.interval = args.log_interval
     return reporter
@@ -262,6 +286,14 @@ def parser() -> argparse.ArgumentParser:
         default=LOG_INTERVAL_SECONDS,
         metavar="SECONDS",
         help="seconds between two progress lines (default: %(default)g)",
+    )
+    common.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="for gs:// and s3:// places, an fsspec storage option (endpoint_url=..., "
+        "project=...); repeat for more. Credentials come from the provider's own variables",
     )
     common.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
     common.add_argument("--verbose", "-v", action="store_true", help="debug logging")

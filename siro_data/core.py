@@ -2,31 +2,33 @@
 
 It resumes what a manifest (a file, or a folder of them) already holds
 complete, and hands every other id to a worker thread that *finishes* it: its
-resumed row or a fresh sign → download → check, then the row's post-steps
-(:mod:`siro_data.processors`). Each finished row goes to the manifest's journal
-as it comes in. :func:`siro_data.fetch_all` is the public entry: it runs this,
-or the Dask path that runs this on each partition.
+resumed row or a fresh download (the :class:`~siro_data.Downloader` signs,
+fetches, signs again when a URL expires, and checks), put in place, then the
+row's post-steps (:mod:`siro_data.processors`). Each finished row goes to the
+manifest's journal as it comes in. Where files live, on a disk or in a bucket,
+is the :class:`~siro_data.archive.Archive`'s: this module speaks to it, never to
+paths. :func:`siro_data.fetch_all` is the public entry: it runs this, or the
+Dask path that runs this on each partition.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import audio, processors, store
+from .archive import Archive
 from .client import SignedURL, SiroClient
-from .download import Downloader, partial_path
+from .download import Downloader
 from .exceptions import (
     AuthError,
     Interrupted,
@@ -34,16 +36,8 @@ from .exceptions import (
     SiroDataError,
     UnavailableError,
 )
-from .inputs import (
-    IdsLike,
-    absolute,
-    check_manifest_files,
-    ensure_writable_dir,
-    id_array,
-    invalid_reason,
-)
-from .locks import LOCKS_FOLDER, acquire, recording_lock, sweep
-from .manifest import Journal, compact, read_rows, resume
+from .inputs import IdsLike, id_array, invalid_reason
+from .locks import acquire
 from .naming import file_stem, url_extension
 from .processors import Processor
 from .progress import Reporter
@@ -74,8 +68,7 @@ UNAVAILABLE_PER_WORKER = 2
 
 def run(
     ids: IdsLike,
-    out_dir: str | os.PathLike[str],
-    manifest_path: str | os.PathLike[str],
+    archive: Archive,
     *,
     connect: Callable[[], AbstractContextManager[SiroClient]],
     downloader: Downloader,
@@ -84,17 +77,19 @@ def run(
     workers: int = 16,
     overwrite: bool = False,
     steps: Sequence[Processor] = (),
-    resume_from: str | os.PathLike[str] | None = None,
+    resume_from: str | None = None,
 ) -> pd.DataFrame:
-    """Fetch ``ids`` into ``out_dir`` on this machine's threads; the manifest of this call.
+    """Fetch ``ids`` into ``archive`` on this machine's threads; the manifest of this call.
 
     What :func:`siro_data.fetch_all` does for a pandas table, with its settings
     already turned into the objects that do the work.
 
     Parameters
     ----------
-    ids, id_column, out_dir, manifest_path, workers, overwrite
+    ids, id_column, workers, overwrite
         As :func:`siro_data.fetch_all` takes them.
+    archive : Archive
+        The audio folder and the manifest, on a disk or in a bucket.
     connect : callable
         Returns the API client as a context manager (closed on exit), called
         only when some id must be fetched: a run with nothing new needs no token.
@@ -104,38 +99,34 @@ def run(
         What the run shows, and its Stop.
     steps : sequence of Processor
         Post-steps applied to every complete row, in order.
-    resume_from : path-like, optional
+    resume_from : str, optional
         The manifest (a file, or a folder of them) whose complete rows need no
-        fetching; default ``manifest_path``. A Dask partition writes its own
+        fetching; default the archive's. A Dask partition writes its own
         manifest file and resumes from the whole folder.
     """
     keys = id_array(ids, id_column)
-    out_dir, manifest_path = absolute(out_dir), absolute(manifest_path)
-    ensure_writable_dir(out_dir, "out_dir")
-    check_manifest_files(manifest_path)
-    sweep(out_dir / LOCKS_FOLDER)  # what killed runs and earlier releases left
-    source = manifest_path if resume_from is None else absolute(resume_from)
-
-    plan = _plan(keys, source, out_dir, steps, overwrite)
+    archive.check()
+    archive.audio.sweep()  # the lock files killed runs and earlier releases left
+    plan = _plan(keys, archive, resume_from, steps, overwrite)
     untouched, tasks, invalid = plan.untouched, plan.tasks, plan.invalid
-    journal = Journal(manifest_path)
+    manifest = archive.manifest
     finished: set[str | None] = set()
 
     def record(row: Row) -> None:
-        journal.append(row)
+        manifest.append([row])
         finished.add(row["recording_id"])
         reporter.finished(row)
 
     def complete_elsewhere(recording_id: str) -> Row | None:
         """The row of another process that finished this recording since the start."""
-        found = resume(source, out_dir, [recording_id])
+        found = archive.resume([recording_id], resume_from)
         return found.iloc[0].to_dict() if len(found) else None
 
     with ExitStack() as opened:
         fetching = len(tasks) > len(plan.resumed)
         client = opened.enter_context(connect()) if fetching else None
         work = _Run(
-            client, downloader, out_dir, workers, overwrite, reporter, complete_elsewhere, steps
+            client, downloader, archive, workers, overwrite, reporter, complete_elsewhere, steps
         )
         reporter.start(total=len(keys), done=len(untouched), stop=work.stop.set)
         try:
@@ -144,32 +135,32 @@ def run(
             if tasks:
                 work.execute(tasks, plan.resumed, record)
             not_reached = [stopped_row(key) for key in tasks if key not in finished]
-            journal.extend(not_reached)
+            manifest.append(not_reached)
             for row in not_reached:
                 reporter.finished(row)
         except KeyboardInterrupt:  # the whole queue stops, as for any cell: save, then say so
             reporter.close()
-            _save(manifest_path, keys, failing=True)
+            _save(archive, keys, failing=True)
             raise Interrupted(
-                f"interrupted: the manifest keeps the rows finished, in {manifest_path};"
+                f"interrupted: the manifest keeps the rows finished, in {manifest.location};"
                 " run again to resume"
             ) from None
         except BaseException as exc:
             reporter.close()
-            _save(manifest_path, keys, failing=True)
+            _save(archive, keys, failing=True)
             if isinstance(exc, OSError) and not isinstance(exc, LocalFileError):
                 raise LocalFileError(exc, "write") from exc  # the journal's append, say
             raise
         reporter.close()
-    _save(manifest_path, keys, failing=False)
+    _save(archive, keys, failing=False)
     fresh = tasks + invalid
     if fresh:  # this run's rows, as saved: held by the file, not kept in memory meanwhile
-        saved = read_rows(manifest_path, store.as_ids(fresh))
-        manifest = in_order(pa.concat_tables([to_arrow(untouched), saved]), keys)
+        saved = manifest.read_rows(store.as_ids(fresh))
+        rows = in_order(pa.concat_tables([to_arrow(untouched), saved]), keys)
     else:  # a re-run with nothing new: the resumed frame as it is
-        manifest = in_order(untouched, keys)
-    report_outcome(manifest)
-    return manifest
+        rows = in_order(untouched, keys)
+    report_outcome(rows)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -183,13 +174,18 @@ class _Plan:
 
 
 def _plan(
-    keys: pa.Array, source: Path, out_dir: Path, steps: Sequence[Processor], overwrite: bool
+    keys: pa.Array,
+    archive: Archive,
+    source: str | None,
+    steps: Sequence[Processor],
+    overwrite: bool,
 ) -> _Plan:
     """What a run over ``keys`` has to do, from what ``source`` has complete."""
     try:
-        resumed = empty_manifest() if overwrite else resume(source, out_dir, keys)
+        resumed = empty_manifest() if overwrite else archive.resume(keys, source)
     except OSError as exc:  # known before any request: a sentence, not a traceback
-        raise ValueError(str(LocalFileError(exc, "read the manifest", source))) from None
+        where = source or archive.manifest_path
+        raise ValueError(str(LocalFileError(exc, "read the manifest", where))) from None
     unfinished = processors.pending(steps, resumed)
     untouched = resumed[~unfinished] if unfinished.any() else resumed
     to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
@@ -210,21 +206,22 @@ def report_outcome(manifest: pd.DataFrame) -> None:
         log.warning("%d of %d recordings failed: see the error column", failed, len(manifest))
 
 
-def _save(manifest_path: Path, keys: pa.Array, failing: bool) -> None:
+def _save(archive: Archive, keys: pa.Array, failing: bool) -> None:
     """Fold the journal into the manifest, new rows in input order.
 
     While another error is on its way out, a failure to save (the same full
     disk, say) is logged rather than raised over it: the journal still holds
-    every row, and the next run reads it.
+    every row written to it, and the next run reads it.
     """
+    manifest = archive.manifest
     try:
-        saved = compact(manifest_path, order=keys)
+        saved = manifest.save(order=keys)
     except OSError as exc:
         if not failing:
-            raise LocalFileError(exc, "save the manifest", manifest_path) from exc
+            raise LocalFileError(exc, "save the manifest", manifest.location) from exc
         log.error("manifest not saved (%s); its journal keeps the rows", exc.strerror or exc)
     else:
-        log.info("manifest saved to %s (%d rows)", manifest_path, saved)
+        log.info("manifest saved to %s (%d rows)", manifest.location, saved)
 
 
 class _Stopped(Exception):
@@ -244,7 +241,7 @@ class _Run:
 
     client: SiroClient | None
     downloader: Downloader
-    out_dir: Path
+    archive: Archive
     workers: int
     overwrite: bool
     reporter: Reporter
@@ -259,7 +256,6 @@ class _Run:
         """Finish every id (from its ``resumed`` row, if any); record each row as it finishes;
         raise what stops the run.
         """
-        (self.out_dir / LOCKS_FOLDER).mkdir(exist_ok=True)
         pool = ThreadPoolExecutor(min(len(tasks), self.workers), thread_name_prefix="siro-data")
         queue = iter(enumerate(tasks))
         order: dict[Future, int] = {}
@@ -356,7 +352,7 @@ class _Run:
 
     def _fetch(self, recording_id: str, attempt: _Attempt) -> Row:
         """Sign and download one recording, while no other process works on it."""
-        lock = recording_lock(self.out_dir, file_stem(recording_id))
+        lock = self.archive.audio.lock(file_stem(recording_id))
         acquire(lock, POLL_SECONDS, self._check_stop)
         try:
             return self._fetch_unlocked(recording_id, attempt)
@@ -377,25 +373,27 @@ class _Run:
 
         signed = sign()
         stem = file_stem(recording_id)
-        target = self.out_dir / f"{stem}.{url_extension(signed.url)}"
-        if not self.overwrite and target.exists():
+        files = self.archive.audio
+        target = files.final(f"{stem}.{url_extension(signed.url)}")
+        if not self.overwrite and files.exists(target):
             row = self.complete_elsewhere(recording_id)
             if row is not None:  # another process finished it meanwhile
                 return row
-        _prepare(target, self.overwrite)
+        partial = files.partial(stem)
+        files.prepare(target, partial, self.overwrite)
         result = self.downloader.fetch(
             signed,
-            partial_path(target),
+            partial,
             renew=sign,
             verify=audio.probe,
             on_bytes=self._on_bytes,
             on_size=getattr(self.reporter, "expect_bytes", None),
         )
-        os.replace(result.path, target)
+        files.commit(result.path, target, result.size, result.md5)
         info = result.verified
         return ok_row(
             recording_id,
-            path=str(target),
+            path=target,
             expiration=attempt.signed.expiration,
             duration=info.duration,
             size_bytes=result.size,
@@ -417,17 +415,3 @@ class _Run:
 
 def _expiration(attempt: _Attempt) -> pd.Timestamp | None:
     return attempt.signed.expiration if attempt.signed else None
-
-
-def _prepare(target: Path, discard: bool) -> None:
-    """Discard earlier bytes, or turn a file no complete row accounts for back into a partial.
-
-    A run killed between the rename and its journal line leaves such a file;
-    resuming it costs one ranged request (416 when it is whole).
-    """
-    partial = partial_path(target)
-    if discard:
-        target.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
-    elif target.exists():
-        os.replace(target, partial)

@@ -26,9 +26,10 @@ import dask
 import pandas as pd
 
 from . import core, processors
+from .archive import Archive, location
 from .client import SiroClient, resolve_api_url
 from .download import Downloader
-from .inputs import absolute, check_settings, ensure_writable_dir, id_values
+from .inputs import check_settings, id_values
 from .progress import TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import to_frame
@@ -36,9 +37,10 @@ from .tokens import TokenSource, resolve_token
 
 
 class Secret:
-    """A token travelling to the workers: its repr, and Dask's name for it, show nothing."""
+    """A secret travelling to the workers (the token, the storage options): its repr, and
+    Dask's name for it, show nothing."""
 
-    def __init__(self, value: TokenSource) -> None:
+    def __init__(self, value: Any) -> None:
         self.value = value
         self._name = uuid.uuid4().hex
 
@@ -103,13 +105,14 @@ class _Job:
 
     token: Secret
     api_url: str
-    out_dir: Path
-    manifest_dir: Path
+    out_dir: str
+    manifest_dir: str
     pacer: Any
     workers: int
     overwrite: bool
     timeout: tuple[float, float]
     convert_to: str | None
+    storage_options: Secret
 
 
 def run(
@@ -124,14 +127,17 @@ def run(
     requests_per_minute: int,
     timeout: tuple[float, float],
     convert_to: str | None,
+    storage_options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """:func:`siro_data.fetch_all` for a Dask DataFrame (or Series) of ids: on the cluster.
 
     With a ``distributed.Client`` active, each partition runs on a worker;
     without one, on this machine's threads. The parameters are
-    :func:`siro_data.fetch_all`'s; ``out_dir`` and ``manifest_path`` must be
-    paths every worker sees (a shared file system), ``workers`` counts threads
-    per partition.
+    :func:`siro_data.fetch_all`'s; ``out_dir`` and ``manifest_path`` are a
+    bucket prefix every worker reaches (``gs://``, ``s3://``: workers then need
+    no shared disk, each stages its partial downloads in its own local
+    directory), or paths every worker sees (a shared file system).
+    ``workers`` counts threads per partition.
 
     Returns
     -------
@@ -157,21 +163,21 @@ def run(
     """
     ids = id_values(ddf, id_column)
     check_settings(workers, convert_to)
-    out_dir, manifest_dir = absolute(out_dir), absolute(manifest_path)
-    if manifest_dir.exists() and not manifest_dir.is_dir():
+    manifest_dir = location(manifest_path)
+    if os.path.isfile(manifest_dir):
         raise ValueError(f"manifest_path {manifest_dir} must be a folder (one file per partition)")
-    ensure_writable_dir(out_dir, "out_dir")
-    ensure_writable_dir(manifest_dir, "manifest_path")
+    Archive(out_dir, f"{manifest_dir}/part-00000.parquet", storage_options).check()
     job = _Job(
         token=Secret(resolve_token(token)),
         api_url=resolve_api_url(api_url),
-        out_dir=out_dir,
+        out_dir=location(out_dir),
         manifest_dir=manifest_dir,
         pacer=_pacer(requests_per_minute),
         workers=workers,
         overwrite=overwrite,
         timeout=timeout,
         convert_to=convert_to,
+        storage_options=Secret(dict(storage_options or {})),
     )
     tasks = partition_tasks(ids, job)
     cluster = _distributed_client()
@@ -207,19 +213,30 @@ def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
     def connect() -> SiroClient:
         return SiroClient(job.token.value, job.api_url, rate_limiter=pacer, timeout=job.timeout)
 
+    part = f"{job.manifest_dir}/part-{index:05d}.parquet"
+    archive = Archive(job.out_dir, part, job.storage_options.value, staging=_worker_staging())
     with Downloader(timeout=job.timeout) as downloader:
         return core.run(
             ids,
-            job.out_dir,
-            job.manifest_dir / f"part-{index:05d}.parquet",
+            archive,
             connect=connect,
             downloader=downloader,
             reporter=TqdmProgress(disable=True),
             workers=job.workers,
             overwrite=job.overwrite,
-            steps=processors.for_settings(job.convert_to, job.overwrite),
+            steps=processors.for_settings(job.convert_to, archive.audio, job.overwrite),
             resume_from=job.manifest_dir,
         )
+
+
+def _worker_staging() -> Path | None:
+    """On a Dask worker, its own local directory: where a bucket's partials wait."""
+    try:
+        from distributed import get_worker
+
+        return Path(get_worker().local_directory) / "siro-data-staging"
+    except (ImportError, ValueError):
+        return None
 
 
 def _pacer(requests_per_minute: int) -> Any:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
+from .filesystems import is_bucket
+
 if TYPE_CHECKING:
     import datasets
 
@@ -117,7 +119,7 @@ def to_nemo_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Pa
     lines = [
         json.dumps(
             {
-                "audio_filepath": str(Path(audio).absolute()),
+                "audio_filepath": audio if is_bucket(audio) else str(Path(audio).absolute()),
                 "duration": _number(duration, float),
                 "sample_rate": _number(rate, int),
                 "recording_id": recording_id,

@@ -8,10 +8,7 @@ anything is asked of Siro.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .audio import FORMATS
-from .locks import lock_path
-from .manifest import journal_path
 
 IdsLike = pd.DataFrame | pd.Series | Iterable[Any]
 
@@ -106,45 +101,3 @@ def check_settings(workers: int, convert_to: str | None) -> None:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if convert_to not in (None, *FORMATS):
         raise ValueError(f"convert_to must be one of {(None, *FORMATS)}, got {convert_to!r}")
-
-
-def absolute(path: str | os.PathLike[str]) -> Path:
-    """``path`` made absolute, ``~`` expanded and ``..`` folded (links kept)."""
-    return Path(os.path.abspath(Path(path).expanduser()))
-
-
-def ensure_writable_dir(folder: Path, what: str) -> None:
-    """Make ``folder`` if needed; fail before any request when results could not be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"{what} {folder} cannot be created: {exc.strerror}") from None
-    if not folder.is_dir():
-        raise ValueError(f"{what} {folder} is not a folder")
-    try:  # a real write: permissions, read-only mounts and ACLs all answer it
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ValueError(f"{what} {folder} is not writable: {exc.strerror}") from None
-
-
-def check_manifest_files(path: Path, what: str = "manifest") -> None:
-    """Fail before any request when a file of the run, its journal or its lock cannot be used.
-
-    Each is opened as a run will (the file read, the journal appended to, the
-    lock written), so permissions, read-only mounts and ACLs all answer; one
-    that does not exist yet is made by the run. ``what`` names the file in
-    the message ("manifest", "listing", ...).
-    """
-    ensure_writable_dir(path.parent, f"the {what}'s folder")
-    for name, file, flags in (
-        (what, path, os.O_RDONLY),
-        (f"{what}'s journal", journal_path(path), os.O_WRONLY | os.O_APPEND),
-        (f"{what}'s lock", lock_path(path), os.O_RDWR),
-    ):
-        try:
-            os.close(os.open(file, flags))
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise ValueError(f"the {name} {file} cannot be opened: {exc.strerror}") from None

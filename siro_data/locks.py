@@ -1,10 +1,11 @@
-"""The locks that keep processes sharing one folder apart.
+"""The locks that keep processes sharing one folder apart; where their files lie is
+:mod:`siro_data.archive`'s to say.
 
-Two kinds: the manifest's lock (``.<manifest>.lock`` beside it), held around
-every journal line, fold into parquet and read; and one lock per recording
-(``out_dir/.locks/<name>.lock``), held while a process fetches that file.
+Two kinds: a file's lock (the manifest's, the listing's, a watermark's), held around every
+change and read of it (:func:`exclusive`); and one lock per recording, held while a process
+fetches that recording (:func:`recording_lock`).
 
-The manifest's one lock file stays in place. A recording's lock file exists only while
+A file's lock file stays in place. A recording's lock file exists only while
 it is held, so the folder holds the recordings in flight, not the archive: the holder
 removes it while still holding it, and a taker checks once it has the ``flock`` that the
 name still leads to the file it locked, else it tries again (portalocker's
@@ -35,29 +36,17 @@ except ImportError:  # Windows: filelock's own lock for the manifest
 
 log = logging.getLogger(__name__)
 
-#: Folder in ``out_dir`` for the per-recording locks.
-LOCKS_FOLDER = ".locks"
 #: How often a thread waiting for a recording's lock tries it again.
 RETRY_SECONDS = 0.05
 
 
-def lock_path(path: str | os.PathLike[str]) -> Path:
-    """The lock file that sits beside a manifest (a dot name: parquet readers skip it)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.lock")
-
-
-def recording_lock(out_dir: Path, stem: str) -> TemporaryFileLock:
-    """The lock a process holds while it fetches the recording stored as ``stem``.
+def recording_lock(path: Path) -> TemporaryFileLock:
+    """The lock (its file at ``path``) a process holds while it fetches one recording.
 
     Its file is created as ``open`` creates files (``0o666`` less the umask), so a
     colleague of the group can take it in turn; it is removed on release.
     """
-    return TemporaryFileLock(
-        out_dir / LOCKS_FOLDER / f"{stem}.lock",
-        check_interval=RETRY_SECONDS,
-        fail_when_locked=False,
-    )
+    return TemporaryFileLock(path, check_interval=RETRY_SECONDS, fail_when_locked=False)
 
 
 def acquire(lock: TemporaryFileLock, poll: float, check: Callable[[], None]) -> None:
@@ -135,8 +124,8 @@ else:
 
 
 @contextmanager
-def manifest_lock(path: Path, optional: bool = False) -> Iterator[None]:
-    """Hold the manifest's lock (re-entrant within a thread).
+def exclusive(lock: Path, optional: bool = False) -> Iterator[None]:
+    """Hold the lock whose file is ``lock`` (re-entrant within a thread).
 
     ``optional``: where the lock cannot be created (a read-only folder, where
     nobody can be writing either), go on without it.
@@ -145,16 +134,16 @@ def manifest_lock(path: Path, optional: bool = False) -> Iterator[None]:
     filelock's bookkeeping, which costs 0.3 to 1 ms a call: every finished row takes it.
     """
     if fcntl is not None:
-        held = _flock(lock_path(path).absolute(), optional)
+        held = _flock(lock.absolute(), optional)
         if held is not _UNSUPPORTED:
             try:
                 yield
             finally:
                 _unflock(held)
             return
-    lock = FileLock(lock_path(path), is_singleton=True, mode=new_file_mode())
+    fallback = FileLock(lock, is_singleton=True, mode=new_file_mode())
     try:
-        lock.acquire()
+        fallback.acquire()
     except OSError:
         if not optional:
             raise
@@ -163,7 +152,7 @@ def manifest_lock(path: Path, optional: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
+        fallback.release()
 
 
 _held = threading.local()  # .paths: lock file → depth, for the locks this thread holds

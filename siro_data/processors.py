@@ -15,8 +15,8 @@ figure) is one more callable in the list, not another path.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +40,16 @@ class Processor(Protocol):
         """A boolean per row of ``rows`` (manifest rows): True where nothing is left to do."""
 
 
+class Files(Protocol):
+    """Where a run's audio lives (:attr:`siro_data.archive.Archive.audio`: a folder or a bucket
+    prefix), as a post-step needs it."""
+
+    def localized(self, path: str) -> AbstractContextManager[Path]: ...
+    def final(self, name: str) -> str: ...
+    def keep(self, local: Path, final: str) -> None: ...
+    def existing(self, paths: list[str]) -> list[bool]: ...
+
+
 @dataclass(frozen=True)
 class Convert:
     """Write a WAV or FLAC copy of the download, which soundfile reads: the ``audio_path`` column.
@@ -48,40 +58,56 @@ class Convert:
     ----------
     fmt : {"wav", "flac"}
         Format of the copy (see :func:`siro_data.convert`).
+    files : Files
+        Where the audio lives: the copy is made on this machine and kept beside the download.
     overwrite : bool
         Write the copy again even when a valid one is there.
 
     Examples
     --------
-    >>> import pandas as pd
-    >>> Convert("wav").done(pd.DataFrame({"audio_path": [None]})).tolist()
+    >>> import pandas as pd, tempfile
+    >>> from siro_data.archive import Archive
+    >>> folder = tempfile.mkdtemp()
+    >>> convert = Convert("wav", Archive(folder, f"{folder}/manifest.parquet").audio)
+    >>> convert.done(pd.DataFrame({"audio_path": [None]})).tolist()
     [False]
     """
 
     fmt: str
+    files: Files
     overwrite: bool = False
 
     def __call__(self, row: Row) -> Row:
+        path = row["path"]
         try:
-            copy = audio.convert(row["path"], self.fmt, overwrite=self.overwrite)
+            with self.files.localized(path) as local:
+                copy = audio.convert(local, self.fmt, overwrite=self.overwrite)
+                if copy == local:  # the download already is such a file
+                    return {**row, "audio_path": path}
+                name = path.rsplit("/", 1)[-1]
+                final = self.files.final(Path(name).stem + copy.name[len(local.stem) :])
+                self.files.keep(copy, final)
         except SiroDataError as exc:
             log.info("%r: conversion to %s failed: %s", row["recording_id"], self.fmt, exc)
             return with_error(row, f"conversion to {self.fmt} failed: {exc}", Kind.CONVERSION)
-        return {**row, "audio_path": str(copy)}
+        return {**row, "audio_path": final}
 
     def done(self, rows: pd.DataFrame) -> pd.Series:
-        """Rows whose copy in this format exists (written atomically: whole if there)."""
-        suffix = f".{self.fmt}"
-        there = [
-            isinstance(copy, str) and Path(copy).suffix == suffix and os.path.exists(copy)
-            for copy in rows["audio_path"].astype(object).tolist()
+        """Rows whose copy in this format exists (written whole: complete if there)."""
+        copies = rows["audio_path"].astype(object).tolist()
+        wanted = [
+            isinstance(copy, str) and Path(copy.rsplit("/", 1)[-1]).suffix == f".{self.fmt}"
+            for copy in copies
         ]
+        asked = [copy for copy, ok in zip(copies, wanted, strict=True) if ok]
+        found = iter(self.files.existing(asked) if asked else [])
+        there = [ok and next(found) for ok in wanted]
         return pd.Series(there, index=rows.index, dtype=bool)
 
 
-def for_settings(convert_to: str | None, overwrite: bool = False) -> list[Processor]:
+def for_settings(convert_to: str | None, files: Files, overwrite: bool = False) -> list[Processor]:
     """The steps ``fetch_all``'s settings ask for, in order."""
-    return [] if convert_to is None else [Convert(convert_to, overwrite)]
+    return [] if convert_to is None else [Convert(convert_to, files, overwrite)]
 
 
 def apply(processors: Sequence[Processor], row: Row) -> Row:

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -135,11 +135,12 @@ def _layout(dictionary: Collection[str]) -> dict[str, Any]:
     return {"use_dictionary": list(dictionary), "data_page_size": PAGE_BYTES}
 
 
-def _open(path: Path) -> pq.ParquetFile:
-    """``path`` to be read a row group at a time, a column chunk read when it is decoded
-    (pre-buffering reads all of a group's chunks first and holds them).
+def _open(source: Path | IO[bytes]) -> pq.ParquetFile:
+    """A file (a path, or a file object on a bucket's object) to be read a row group at a
+    time, a column chunk read when it is decoded (pre-buffering reads all of a group's chunks
+    first and holds them).
     """
-    return pq.ParquetFile(path, pre_buffer=False)
+    return pq.ParquetFile(source, pre_buffer=False)
 
 
 def _read_group(file: pq.ParquetFile, group: int, columns: list[str] | None = None) -> pa.Table:
@@ -149,16 +150,19 @@ def _read_group(file: pq.ParquetFile, group: int, columns: list[str] | None = No
     return file.read_row_group(group, columns=columns, use_threads=False)
 
 
-def scan(path: Path, schema: pa.Schema, wanted: pa.Array | None = None) -> pa.Table:
-    """The rows of a parquet file (only those of ``wanted`` ids, when given); none if no file.
+def scan(
+    source: Path | IO[bytes] | None, schema: pa.Schema, wanted: pa.Array | None = None
+) -> pa.Table:
+    """The rows of a parquet file, a path or a file object (only those of ``wanted`` ids,
+    when given); none if there is no file.
 
     With ``wanted``, the ids are read first, row group by row group: a group
     holding none of them is not read further, so finding ten ids among a
     million costs the id column.
     """
-    if not path.exists():
+    if source is None or (isinstance(source, Path) and not source.exists()):
         return schema.empty_table()
-    file = _open(path)
+    file = _open(source)
     if wanted is None:
         groups = range(file.num_row_groups)
         return concat(schema, (conform(file.read_row_group(group), schema) for group in groups))
@@ -203,21 +207,37 @@ def fold(
     order: Sequence[str | None] | pa.Array = (),
     dictionary: Collection[str] = (),
 ) -> int:
-    """Write ``path`` again with ``new`` rows (one per recording) folded in; its row count.
+    """Write ``path`` again with ``new`` rows (one per recording) folded in, whole or not at
+    all; its row count. See :func:`fold_into`.
+    """
+    with replacing(path) as temporary:
+        source = path if path.exists() else None
+        return fold_into(source, temporary, schema, new, order, dictionary)
 
-    The file is streamed a row group at a time: a new row replaces the row of
+
+def fold_into(
+    source: Path | IO[bytes] | None,
+    target: Path,
+    schema: pa.Schema,
+    new: pa.Table,
+    order: Sequence[str | None] | pa.Array = (),
+    dictionary: Collection[str] = (),
+    time_column: str | None = None,
+) -> int:
+    """Write to ``target`` the rows of ``source`` (a file, a file object, or None: no rows
+    yet) with ``new`` rows (one per recording) folded in; the row count.
+
+    ``source`` is streamed a row group at a time: a new row replaces the row of
     its recording where that row stands; the others are appended, those named
     in ``order`` in that order within the places they take. ``dictionary``: as
-    for :func:`write`.
+    for :func:`write`. With ``time_column``, a new row replaces a saved one only if
+    it is as recent (a fold that meets rows folded before is harmless).
     """
-    folding = Folding(new)
+    folding = Folding(new, time_column)
     count = 0
-    with (
-        replacing(path) as temporary,
-        pq.ParquetWriter(temporary, schema, **_layout(dictionary)) as writer,
-    ):
-        if path.exists():
-            file = _open(path)
+    with pq.ParquetWriter(target, schema, **_layout(dictionary)) as writer:
+        if source is not None:
+            file = _open(source)
             for group in range(file.num_row_groups):
                 saved = folding.into(conform(_read_group(file, group), schema))
                 writer.write_table(saved, row_group_size=ROW_GROUP_ROWS)
@@ -232,9 +252,9 @@ def fold(
     return count
 
 
-def rows_in(path: str | os.PathLike[str]) -> int:
+def rows_in(source: str | os.PathLike[str] | IO[bytes]) -> int:
     """How many rows a parquet file holds (read from its footer)."""
-    return pq.ParquetFile(path).metadata.num_rows
+    return pq.ParquetFile(source).metadata.num_rows
 
 
 class Folding:
@@ -245,10 +265,11 @@ class Folding:
     are hashed: folding ten rows into a million costs a pass, not a table.
     """
 
-    def __init__(self, new: pa.Table) -> None:
+    def __init__(self, new: pa.Table, time_column: str | None = None) -> None:
         self.new = new
         self.ids = new.column(KEY).combine_chunks()
         self.placed = np.zeros(new.num_rows, dtype=bool)
+        self.time_column = time_column
 
     def into(self, saved: pa.Table) -> pa.Table:
         """``saved`` with the rows the new ones replace, replaced."""
@@ -260,6 +281,9 @@ class Folding:
         self.placed[where.drop_null().to_numpy()] = True
         mask = where.is_valid()
         taken = self.new.take(where.fill_null(0))
+        if self.time_column is not None:  # an older row leaves a newer one as it is
+            then, now = saved.column(self.time_column), taken.column(self.time_column)
+            mask = pc.and_(mask, pc.fill_null(pc.greater_equal(now, then), True))
         columns = [pc.if_else(mask, taken.column(n), saved.column(n)) for n in saved.column_names]
         return pa.Table.from_arrays(columns, schema=saved.schema)
 

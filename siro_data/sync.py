@@ -29,29 +29,29 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from . import core, processors, store
+from .archive import Archive, Manifest, Table, listing_table, open_manifest
 from .client import SiroClient, opened
 from .download import Downloader
-from .inputs import absolute, check_manifest_files, check_settings, ensure_writable_dir
+from .inputs import check_settings
 from .listing import DateLike, as_utc, recording_query, recordings_frame
-from .manifest import read_rows
 from .progress import ProgressChoice, Reporter, reporter_for
 from .rows import Kind, Status, from_arrow
 from .sessions import DEFAULT_TIMEOUT
 from .summary import summarize
 from .sync_state import (
+    LISTING_REPEATING,
+    LISTING_SCHEMA,
     iso,
     keep_listing,
-    listing_path,
     listing_rows,
     move_watermark,
     read_watermark,
     recent_listing,
-    watermark_path,
 )
 from .tokens import TokenSource
 
@@ -186,14 +186,15 @@ def sync(
     client: SiroClient | None = None,
     requests_per_minute: int = 1000,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    storage_options: dict[str, Any] | None = None,
 ) -> SyncResult:
     """Fetch the recordings that appeared since the last sync into ``out_dir``.
 
     Parameters
     ----------
-    manifest_path, out_dir : path-like
-        As for :func:`siro_data.fetch_all`. The watermark and the listing are
-        kept beside the manifest.
+    manifest_path, out_dir : path-like or str
+        As for :func:`siro_data.fetch_all`: local paths or bucket URLs. The
+        watermark and the listing are kept beside the manifest.
     since : datetime-like, optional
         List recordings created after this. Needed by the first sync of a
         manifest and filter set; later syncs start from their watermark less
@@ -202,7 +203,7 @@ def sync(
         The filters of :func:`siro_data.list_recordings`; each filter set has
         its own watermark. With ``team_id``, each team is listed on its own, so
         that the kept listing says the team of each recording.
-    token, api_url, workers, progress, convert_to, requests_per_minute, timeout
+    token, api_url, workers, progress, convert_to, requests_per_minute, timeout, storage_options
         As for :func:`siro_data.fetch_all`. One client lists and signs: both
         stay under ``requests_per_minute`` together.
     overlap : pandas.Timedelta
@@ -240,41 +241,39 @@ def sync(
     (12, 0, 1)
     """
     check_settings(workers, convert_to)
-    manifest_path, out_dir = absolute(manifest_path), absolute(out_dir)
+    archive = Archive(out_dir, manifest_path, storage_options)
     # The filters, checked before anything else; each set has its own watermark.
     query = recording_query(since, None, team_id, organization_id, conversation_type, result)
     filters = {key: value for key, value in query.items() if not key.startswith(("limit", "date"))}
-    state = watermark_path(manifest_path, filters)
+    listing, state = archive.listing(LISTING_SCHEMA, LISTING_REPEATING), archive.watermark(filters)
     watermark = read_watermark(state)
     start = _start(since, watermark, overlap)
-    ensure_writable_dir(out_dir, "out_dir")
-    check_manifest_files(manifest_path)
-    check_manifest_files(listing_path(manifest_path), "listing")
-    check_manifest_files(state, "sync state")
+    archive.check()
+    listing.check("listing")
+    state.check("sync state")
 
     settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
     with opened(client, token, api_url, **settings) as api:
         listed, calls = _list(api, start, _teams(team_id), filters)
-        keep_listing(listing_path(manifest_path), listed)
+        keep_listing(listing, listed)
         newest = _newest(listed, watermark)
         horizon = None if newest is None else newest - retry_for
-        plan = _to_fetch(manifest_path, listed, horizon)
+        plan = _to_fetch(archive, listing, listed, horizon)
         with Downloader(timeout=timeout) as downloader:
             core.run(
                 plan.todo,
-                out_dir,
-                manifest_path,
+                archive,
                 connect=lambda: opened(api),  # the one client: listing and signing share its pace
                 downloader=downloader,
-                reporter=reporter_for(progress, manifest_path),
+                reporter=reporter_for(progress, archive.manifest_path),
                 workers=workers,
-                steps=processors.for_settings(convert_to),
+                steps=processors.for_settings(convert_to, archive.audio),
             )
     move_watermark(state, newest, filters)
     # Every listed recording, final failures included (not asked again, still failed), and
     # every retried one, as the manifest now has it.
     ids = list(dict.fromkeys([*listed["recording_id"], *plan.todo]))
-    recordings = _joined(manifest_path, ids)
+    recordings = _joined(archive.manifest, listing, ids)
     asked = recordings["recording_id"].isin(plan.todo).to_numpy(dtype=bool)
     before = recordings["recording_id"].map(plan.finished_at).astype(recordings["fetched_at"].dtype)
     rewritten = recordings["fetched_at"].ne(before).to_numpy(dtype=bool)
@@ -301,14 +300,17 @@ def sync(
     return result
 
 
-def read_recordings(manifest_path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_recordings(
+    manifest_path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """Every recording a sync listed, joined to what siro_data did with it.
 
     Who, when and what (the listing's columns: ``date_created``, ``title``,
     ``user_id``, the rep's names, ``team_id``, ``result``, ``duration_api``)
     beside where and how (the manifest's: ``path``, ``duration``, ``error``, ...),
     one row per recording. A listed recording no run has fetched yet says so in
-    its ``error`` (``error_kind`` "stopped": run again).
+    its ``error`` (``error_kind`` "stopped": run again). ``manifest_path`` may be
+    a bucket URL, read with ``storage_options``.
 
     Examples
     --------
@@ -322,15 +324,15 @@ def read_recordings(manifest_path: str | os.PathLike[str]) -> pd.DataFrame:
     >>> len(table), table["error"].isna().all(), "rep_first_name" in table
     (12, np.True_, True)
     """
-    return _joined(Path(manifest_path))
+    listing = listing_table(manifest_path, LISTING_SCHEMA, LISTING_REPEATING, storage_options)
+    return _joined(open_manifest(manifest_path, storage_options), listing)
 
 
-def _joined(manifest_path: Path, ids: list[str] | None = None) -> pd.DataFrame:
+def _joined(manifest: Manifest, listing: Table, ids: list[str] | None = None) -> pd.DataFrame:
     """The kept listing's rows (of ``ids``, in their order) beside their manifest rows."""
     wanted = None if ids is None else store.as_ids(ids)
-    listing = listing_rows(listing_path(manifest_path), wanted)
-    rows = from_arrow(read_rows(manifest_path, wanted))
-    joined = listing.merge(rows, on="recording_id", how="left")
+    rows = from_arrow(manifest.read_rows(wanted))
+    joined = listing_rows(listing, wanted).merge(rows, on="recording_id", how="left")
     if ids is not None:
         joined = joined.set_index("recording_id").reindex(ids).reset_index()
     missing = joined["error"].isna() & joined["path"].isna()
@@ -399,16 +401,18 @@ class _Plan:
     finished_at: dict[str, pd.Timestamp]  # ``fetched_at`` of the rows known: unchanged, untried
 
 
-def _to_fetch(manifest_path: Path, listed: pd.DataFrame, horizon: pd.Timestamp | None) -> _Plan:
+def _to_fetch(
+    archive: Archive, listing: Table, listed: pd.DataFrame, horizon: pd.Timestamp | None
+) -> _Plan:
     """The ids to run: every listed recording (complete ones cost a ``stat``), and the
     recent recordings of the kept listing whose row failed in a way a retry may cure.
     """
-    recent = recent_listing(listing_path(manifest_path), horizon)
+    recent = recent_listing(listing, horizon)
     created = dict(zip(recent["recording_id"], recent["date_created"], strict=True))
     created.update(zip(listed["recording_id"], listed["date_created"], strict=True))
     ids = [*listed["recording_id"].dropna(), *recent["recording_id"].dropna()]
     candidates = list(dict.fromkeys(ids))
-    rows = read_rows(manifest_path, candidates)
+    rows = archive.manifest.read_rows(store.as_ids(candidates))
     columns = ("recording_id", "error", "error_kind", "fetched_at")
     known = {
         key: (error is None, kind, finished)

@@ -15,8 +15,8 @@ import pytest
 from support import cli, finish
 
 from siro_data import read_manifest
+from siro_data.archive import LOCKS_FOLDER
 from siro_data.emulator import sample_recordings
-from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import write_manifest
 from siro_data.rows import to_frame
 

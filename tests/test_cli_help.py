@@ -84,6 +84,8 @@ def other_value(action: argparse.Action) -> list[str]:
         return [flag, next(choice for choice in action.choices if choice != action.default)]
     if action.type in (int, float):
         return [flag, str(action.default + 1)]
+    if "=" in (action.metavar or ""):  # KEY=VALUE
+        return [flag, "a-key=a-value"]
     values = ["first-value", "second-value"] if action.nargs == "+" else ["a-value"]
     return [flag, *values]
 

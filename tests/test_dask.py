@@ -19,9 +19,9 @@ from distributed import Client, LocalCluster
 from support import TOKEN, assert_identical, fetch
 
 import siro_data.dask
+from siro_data.archive import LOCKS_FOLDER
 from siro_data.dask import ClusterPacer
 from siro_data.emulator import Recording, make_recording, sample_recordings
-from siro_data.locks import LOCKS_FOLDER
 from siro_data.manifest import read_manifest
 from siro_data.rows import COLUMNS, SCHEMA
 
@@ -199,13 +199,14 @@ def test_a_token_function_works_on_the_workers_and_no_secret_shows(
     job = siro_data.dask._Job(
         token=siro_data.dask.Secret(TOKEN),
         api_url=emulator.api_url,
-        out_dir=tmp_path,
-        manifest_dir=tmp_path,
+        out_dir=str(tmp_path),
+        manifest_dir=str(tmp_path),
         pacer=None,
         workers=1,
         overwrite=False,
         timeout=(1, 1),
         convert_to=None,
+        storage_options=siro_data.dask.Secret({"secret": TOKEN}),  # a bucket's: unseen too
     )
     tasks = siro_data.dask.partition_tasks(ids_frame(ids, 2)["recording_id"], job)
     shown = [repr(job), *(repr(task) for task in tasks), *(str(task.key) for task in tasks)]

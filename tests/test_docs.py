@@ -30,8 +30,9 @@ import pandas as pd
 import pytest
 from support import COMMAND, TOKEN
 
+from siro_data.archive import journal_path
 from siro_data.download import partial_path
-from siro_data.manifest import journal_path, read_manifest
+from siro_data.manifest import read_manifest
 from siro_data.rows import stopped_row, to_frame
 from siro_data.summary import duration_text, megabytes, summarize
 from siro_data.sync import SyncResult

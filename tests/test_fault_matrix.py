@@ -22,9 +22,9 @@ import pytest
 from support import FAST_RETRIES, TOKEN, fetch, final_path, sha256
 
 from siro_data import Downloader, SiroClient, read_manifest
+from siro_data.archive import journal_path
 from siro_data.download import partial_path
 from siro_data.emulator import Emulator, Faults, Recording, make_recording
-from siro_data.manifest import journal_path
 
 ROLES = ("bad", "ok1", "ok2")
 

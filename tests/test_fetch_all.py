@@ -15,10 +15,9 @@ from support import TOKEN, assert_identical, fetch
 
 import siro_data
 from siro_data import AuthError, fetch_all, read_manifest
+from siro_data.archive import LOCKS_FOLDER, journal_path
 from siro_data.download import Downloader, partial_path
 from siro_data.emulator import Recording, make_recording
-from siro_data.locks import LOCKS_FOLDER
-from siro_data.manifest import journal_path
 from siro_data.naming import file_stem
 from siro_data.rows import COLUMNS
 

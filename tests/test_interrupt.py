@@ -20,7 +20,8 @@ from pathlib import Path
 
 import siro_data
 from siro_data.emulator import Emulator, Faults, sample_recordings
-from siro_data.manifest import journal_path, read_manifest
+from siro_data.archive import journal_path
+from siro_data.manifest import read_manifest
 
 emu = Emulator(recordings=sample_recordings(n=6), faults=Faults(bandwidth=50_000)).start()
 ids = list(emu.recordings)

@@ -16,9 +16,10 @@ import portalocker.portalocker
 import pytest
 from support import fetch
 
+from siro_data.archive import LOCKS_FOLDER
 from siro_data.emulator import CONTENT_TYPES, make_recording
 from siro_data.exceptions import LocalFileError
-from siro_data.locks import LOCKS_FOLDER, recording_lock
+from siro_data.locks import recording_lock
 
 
 def files_besides_audio(out_dir: Path, manifest_path: Path) -> list[str]:
@@ -57,7 +58,7 @@ def test_lock_files_nobody_holds_are_swept_and_a_held_one_is_left(emulator, out_
     locks.mkdir(parents=True)
     for n in range(2000):
         (locks / f"old-{n:04d}.lock").touch()
-    busy = recording_lock(out_dir, "in-flight-elsewhere")
+    busy = recording_lock(locks / "in-flight-elsewhere.lock")
     busy.acquire()
     try:
         manifest = fetch(emulator, list(emulator.recordings), out_dir, manifest_path)
@@ -80,7 +81,7 @@ CONTEND = textwrap.dedent(
 
     def contend():
         for _ in range(rounds):
-            lock = recording_lock(folder, "contended")
+            lock = recording_lock(folder / ".locks" / "contended.lock")
             acquire(lock, 0.001, lambda: None)  # tries a millisecond apart: contention
             try:
                 try:

@@ -7,13 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from siro_data import store
-from siro_data.manifest import (
-    Journal,
-    compact,
-    journal_path,
-    read_manifest,
-    write_manifest,
-)
+from siro_data.archive import journal_path, open_manifest
+from siro_data.manifest import read_manifest, write_manifest
 from siro_data.rows import COLUMNS, REPEATING, SCHEMA, empty_manifest, to_frame
 from siro_data.summary import summarize
 
@@ -47,9 +42,9 @@ def test_schema_survives_parquet_round_trip_also_when_empty(tmp_path):
 def test_journal_rows_are_read_back_latest_wins_in_first_seen_order(tmp_path):
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row("a"), {"recording_id": "b", "error": "503: busy"}]), path)
-    journal = Journal(path)
-    journal.append(ok_row("c"))
-    journal.append(ok_row("b"))
+    journal = open_manifest(path)
+    journal.append([ok_row("c")])
+    journal.append([ok_row("b")])
     manifest = read_manifest(path)
     assert list(manifest["recording_id"]) == ["a", "b", "c"]
     assert manifest["error"].isna().all()
@@ -58,21 +53,21 @@ def test_journal_rows_are_read_back_latest_wins_in_first_seen_order(tmp_path):
 
 def test_a_torn_last_line_is_skipped_and_fenced_off(tmp_path, caplog):
     path = tmp_path / "m.parquet"
-    journal = Journal(path)
-    journal.append(ok_row("a"))
+    journal = open_manifest(path)
+    journal.append([ok_row("a")])
     with journal_path(path).open("ab") as raw:
         raw.write(b'{"recording_id": "b", "pa')  # killed mid-write
-    journal = Journal(path)
-    journal.append(ok_row("c"))
+    journal = open_manifest(path)
+    journal.append([ok_row("c")])
     assert list(read_manifest(path)["recording_id"]) == ["a", "c"]
     assert "torn line" in caplog.text
 
 
 def test_compact_folds_the_journal_into_parquet(tmp_path):
     path = tmp_path / "m.parquet"
-    journal = Journal(path)
-    journal.append(ok_row("a"))
-    assert compact(path) == 1  # rows the file holds
+    journal = open_manifest(path)
+    journal.append([ok_row("a")])
+    assert open_manifest(path).save() == 1  # rows the file holds
     assert not journal_path(path).exists()
     assert list(read_manifest(path)["recording_id"]) == ["a"]
 
@@ -87,9 +82,9 @@ def test_append_cost_does_not_grow_with_rows(tmp_path):
     """Each row is one short line: the journal grows linearly, never rewritten."""
     path = tmp_path / "m.parquet"
     sizes = []
-    journal = Journal(path)
+    journal = open_manifest(path)
     for i in range(2000):
-        journal.append(ok_row(f"id{i:05d}"))
+        journal.append([ok_row(f"id{i:05d}")])
         if i in (999, 1999):
             sizes.append(journal_path(path).stat().st_size)
     assert sizes[1] == pytest.approx(2 * sizes[0], rel=0.01)
@@ -114,8 +109,8 @@ def test_compact_with_nothing_journaled_leaves_the_file_alone(tmp_path):
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row("a")]), path)
     before = path.stat().st_mtime_ns
-    Journal(path)  # made by a run that finished nothing new
-    assert compact(path) == 1
+    open_manifest(path).append([])  # a run that finished nothing new
+    assert open_manifest(path).save() == 1
     assert path.stat().st_mtime_ns == before
     assert not journal_path(path).exists()
 
@@ -124,11 +119,11 @@ def test_compact_saves_new_rows_in_the_calls_order_and_keeps_the_others_in_place
     """Rows are journaled as they finish; the saved file lists a call's new ids as given."""
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row("old-1"), ok_row("old-2")]), path)
-    journal = Journal(path)
+    journal = open_manifest(path)
     for key in ["c", "old-2", "other-process", "a", "b"]:
-        journal.append(ok_row(key))
+        journal.append([ok_row(key)])
 
-    assert compact(path, order=["a", "b", "old-2", "c"]) == 6
+    assert open_manifest(path).save(order=["a", "b", "old-2", "c"]) == 6
 
     saved = read_manifest(path)
     assert list(saved["recording_id"]) == ["old-1", "old-2", "a", "other-process", "b", "c"]
@@ -142,11 +137,11 @@ def test_a_fold_rewrites_the_file_in_row_groups_with_dictionaries_only_where_val
     monkeypatch.setattr(store, "ROW_GROUP_ROWS", 2)
     path = tmp_path / "m.parquet"
     write_manifest(to_frame([ok_row(f"old-{n}") for n in range(5)]), path)
-    journal = Journal(path)
-    journal.append(ok_row("old-3", size_bytes=7))
-    journal.append(ok_row("new"))
+    journal = open_manifest(path)
+    journal.append([ok_row("old-3", size_bytes=7)])
+    journal.append([ok_row("new")])
 
-    assert compact(path) == 6
+    assert open_manifest(path).save() == 6
 
     file = pq.ParquetFile(path)
     assert file.schema_arrow.equals(SCHEMA)

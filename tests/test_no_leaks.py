@@ -32,10 +32,10 @@ import pytest
 from support import FAST_RETRIES, TOKEN, fetch
 
 from siro_data import AuthError, SiroClient, download, read_manifest
+from siro_data.archive import journal_path
 from siro_data.emulator import Emulator, Recording, sample_recordings
 from siro_data.emulator.storage import CLIENT_EMAIL
 from siro_data.exceptions import DownloadError, ExpiredURLError, SiroAPIError
-from siro_data.manifest import journal_path
 from siro_data.sessions import TOKEN_HEADER
 
 #: Fragments no output may hold: bits of the token, and what only a signed URL's query holds.

@@ -29,8 +29,7 @@ from support import TOKEN, fetch, require, sha256
 
 import siro_data
 from siro_data import cli
-from siro_data.locks import LOCKS_FOLDER
-from siro_data.manifest import journal_path
+from siro_data.archive import LOCKS_FOLDER, journal_path
 
 GROUP = 12_000  # the team's group
 ALICE, BOB, READER = 12_001, 12_002, 12_003  # BOB shares ALICE's group; READER does not

@@ -14,7 +14,7 @@ import pytest
 from support import fetch, sha256
 
 from siro_data import read_manifest
-from siro_data.manifest import journal_path
+from siro_data.archive import journal_path
 from siro_data.naming import file_stem
 
 

@@ -18,8 +18,8 @@ from support import FAST_RETRIES, TOKEN, cli, finish, sha256
 
 import siro_data
 from siro_data import SiroClient
+from siro_data.archive import listing_path
 from siro_data.emulator import Emulator, Recording, sample_recordings
-from siro_data.sync_state import listing_path
 
 #: The sample recordings were made in the 30 days before this (see sample_recordings).
 END = datetime(2025, 6, 1, tzinfo=timezone.utc)

@@ -11,8 +11,7 @@ from pathlib import Path
 from support import sha256
 
 from siro_data import read_manifest
-from siro_data.locks import LOCKS_FOLDER
-from siro_data.manifest import journal_path
+from siro_data.archive import LOCKS_FOLDER, journal_path
 
 FETCH = textwrap.dedent(
     """

@@ -1,0 +1,342 @@
+"""The archive in a bucket (``gs://``, ``s3://``): how its pieces are written where nothing is
+appended to and writers on other machines may meet.
+
+Where each piece lives is :mod:`siro_data.archive`'s to say; here is how:
+
+- **Audio.** A recording's bytes accumulate in a partial on this machine (the *staging*
+  folder: a run killed here continues it; a machine replaced loses those bytes, at most the
+  recordings in flight), are checked there, then streamed to their object, which the store
+  shows whole or not at all; the object's size and MD5, as the store states them, must be
+  the file's.
+- **The manifest.** One parquet object, which readers read as it is. The rows a run finishes
+  go in *chunks* of its own (``<journal>/<writer>-<n>.parquet``) every few seconds, so that two
+  writers never write one object. A save folds every chunk into the manifest with a
+  conditional write (replace only if unchanged since read, else read again and fold again)
+  and then deletes the chunks it folded. A row replaces another only if it is as recent.
+- **The listing and the watermarks**: the same conditional writes.
+- **Presence** of complete rows: the prefix is listed (a request per 1,000 objects), never an
+  object at a time, unless they are few.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import journal, store
+from .disk import ensure_writable_dir
+from .exceptions import DownloadError
+from .filesystems import Bucket, PreconditionFailed
+from .locks import recording_lock, sweep
+from .rows import SCHEMA, Row
+
+log = logging.getLogger(__name__)
+
+#: A writer's finished rows go to the bucket at least this often (and at the end of its run):
+#: a machine that dies loses the rows of the last few seconds, whose audio is in the bucket
+#: already (the next run fetches them again).
+FLUSH_SECONDS = 5.0
+#: ... or as soon as this many rows wait.
+FLUSH_ROWS = 1000
+#: Complete rows to confirm up to this many are asked one by one (a request each); more, and
+#: the prefix is listed once (a request per 1,000 objects).
+ASKED_ONE_BY_ONE = 64
+
+
+class BucketTable:
+    """A parquet object of one row per recording (the manifest, the listing), replaced only
+    if unchanged since it was read: a writer that lost the race reads it again and folds again.
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        url: str,
+        staging: Path,
+        schema: pa.Schema,
+        dictionary: Sequence[str],
+        time_column: str,
+    ) -> None:
+        self.bucket = bucket
+        self.url = url
+        self.staging = staging
+        self.schema = schema
+        self.dictionary = dictionary
+        self.time_column = time_column
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def check(self, what: str) -> None:
+        """The bucket was checked writable with the audio's."""
+
+    def scan(self, wanted: pa.Array | None = None) -> pa.Table:
+        try:
+            with self.bucket.open(self.url) as source:
+                return store.scan(source, self.schema, wanted)
+        except FileNotFoundError:
+            return self.schema.empty_table()
+
+    def read(self, columns: list[str], filters: list[tuple[str, str, Any]]) -> pa.Table | None:
+        """Some columns of the rows that pass ``filters``; None when there is no object."""
+        try:
+            with self.bucket.open(self.url) as source:
+                return pq.read_table(source, columns=columns, filters=filters)
+        except FileNotFoundError:
+            return None
+
+    def fold(self, new: pa.Table, order: Sequence[str | None] | pa.Array = ()) -> int:
+        """Fold ``new`` rows in with a conditional write, again until no other writer was
+        first; the rows the object holds."""
+        new = _not_older(new, self.time_column)
+        settings = {"dictionary": self.dictionary, "time_column": self.time_column}
+        while True:
+            stat = self.bucket.stat(self.url)
+            with _scratch(self.staging) as temporary:
+                if stat is None:
+                    count = store.fold_into(None, temporary, self.schema, new, order, **settings)
+                else:
+                    with self.bucket.open(self.url) as source:
+                        count = store.fold_into(
+                            source, temporary, self.schema, new, order, **settings
+                        )
+                try:
+                    self.bucket.put(temporary, self.url, None if stat is None else stat.version)
+                except PreconditionFailed:
+                    log.info("%s changed while folding rows into it: folding again", self.url)
+                    continue
+            return count
+
+    def rows(self) -> int:
+        with self.bucket.open(self.url) as source:
+            return store.rows_in(source)
+
+    def exists(self) -> bool:
+        return self.bucket.stat(self.url) is not None
+
+
+def _not_older(rows: pa.Table, time_column: str) -> pa.Table:
+    """One row per recording, its latest by ``time_column`` (chunks of several writers)."""
+    by_time = pc.sort_indices(rows, sort_keys=[(time_column, "ascending", "at_start")])
+    return store.latest(rows.take(by_time))
+
+
+class BucketManifest:
+    """The manifest in a bucket: its parquet object, and the chunks of rows writers add."""
+
+    def __init__(self, table: BucketTable, chunks: str) -> None:
+        self.table = table
+        self.chunks = chunks  # the URL of the folder of chunks
+        self._writer = uuid.uuid4().hex[:12]
+        self._held: list[Row] = []
+        self._written = 0
+        self._last_flush = time.monotonic()
+
+    @property
+    def location(self) -> str:
+        return self.table.url
+
+    def check(self) -> None:
+        """The bucket was checked writable with the audio's."""
+
+    def exists(self) -> bool:
+        return self.table.exists() or bool(self._chunk_urls())
+
+    def read_rows(self, wanted: pa.Array | None = None) -> pa.Table:
+        saved = self.table.scan(wanted)
+        new = self._journaled(self._chunk_urls())
+        if wanted is not None:
+            new = new.filter(pc.is_in(new.column(store.KEY), value_set=wanted))
+        return store.merged(saved, new)
+
+    def append(self, rows: Iterable[Row]) -> None:
+        self._held.extend(rows)
+        waited = time.monotonic() - self._last_flush
+        if len(self._held) >= FLUSH_ROWS or waited >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """The rows held so far, to the bucket as one chunk (an object of its own)."""
+        if self._held:
+            self._written += 1
+            name = f"{self._writer}-{self._written:06d}.parquet"
+            data = journal.encode_chunk(self._held)
+            self.table.bucket.fs.pipe_file(self.table.bucket.key(f"{self.chunks}/{name}"), data)
+            self._held = []
+        self._last_flush = time.monotonic()
+
+    def save(self, order: Sequence[str | None] | pa.Array = ()) -> int:
+        """Fold every chunk into the manifest (conditionally), then delete those folded."""
+        self.flush()
+        chunks = self._chunk_urls()
+        if not chunks and self.table.exists():
+            return self.table.rows()
+        count = self.table.fold(self._journaled(chunks), order)
+        for url in chunks:
+            self.table.bucket.remove(url)
+        return count
+
+    def write(self, rows: pa.Table) -> None:
+        """Replace the manifest with ``rows`` (whatever it held)."""
+        with _scratch(self.table.staging) as temporary:
+            store.write(rows, temporary, self.table.dictionary)
+            self.table.bucket.upload(temporary, self.table.url)
+
+    def _chunk_urls(self) -> list[str]:
+        return sorted(self.table.bucket.sizes(self.chunks))
+
+    def _journaled(self, urls: list[str]) -> pa.Table:
+        chunks = [journal.read_chunk(self.table.bucket.read(url) or b"") for url in urls]
+        return _not_older(store.concat(SCHEMA, [c for c in chunks if c.num_rows]), "fetched_at")
+
+
+class BucketDocument:
+    """A small JSON object (a watermark), replaced only if unchanged since read."""
+
+    def __init__(self, bucket: Bucket, url: str, staging: Path) -> None:
+        self.bucket = bucket
+        self.url = url
+        self.staging = staging
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def check(self, what: str) -> None:
+        """The bucket was checked writable with the audio's."""
+
+    def read(self) -> dict[str, Any] | None:
+        data = self.bucket.read(self.url)
+        return None if data is None else json.loads(data)
+
+    def update(self, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
+        """Write ``change(current)``, again until no other writer was first (None: leave)."""
+        while True:
+            stat = self.bucket.stat(self.url)
+            current = self.read() if stat is not None else None
+            state = change(current)
+            if state is None:
+                return
+            with _scratch(self.staging) as temporary:
+                temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+                try:
+                    self.bucket.put(temporary, self.url, None if stat is None else stat.version)
+                except PreconditionFailed:
+                    continue
+            return
+
+
+class BucketAudio:
+    """The audio under a bucket prefix: partials and locks staged on this machine."""
+
+    def __init__(self, bucket: Bucket, url: str, staging: Path, locks: Path) -> None:
+        self.bucket = bucket
+        self.url = url
+        self.staging = staging
+        self.locks = locks
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def check(self) -> None:
+        self.bucket.check_writable("out_dir")
+        ensure_writable_dir(self.staging, "the staging folder")
+
+    def sweep(self) -> None:
+        sweep(self.locks)
+
+    def final(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def present(self, paths: list[str], sizes: list[int]) -> list[bool]:
+        """Whether each object exists with its size: a listing of the prefix, or, for a few,
+        a request each."""
+        if len(paths) <= ASKED_ONE_BY_ONE:
+            with ThreadPoolExecutor(8) as pool:
+                stats = list(pool.map(self.bucket.stat, paths))
+            found = {path: stat.size for path, stat in zip(paths, stats, strict=True) if stat}
+        else:
+            found = self.bucket.sizes(self.url)
+        return [found.get(path) == size for path, size in zip(paths, sizes, strict=True)]
+
+    def exists(self, final: str) -> bool:
+        return self.bucket.stat(final) is not None
+
+    def existing(self, paths: list[str]) -> list[bool]:
+        """Whether each object exists: a request each for a few, else a listing."""
+        if len(paths) <= ASKED_ONE_BY_ONE:
+            with ThreadPoolExecutor(8) as pool:
+                return [stat is not None for stat in pool.map(self.bucket.stat, paths)]
+        found = self.bucket.sizes(self.url)
+        return [path in found for path in paths]
+
+    def partial(self, stem: str) -> Path:
+        return self.staging / f"{stem}.part"
+
+    def lock(self, stem: str) -> Any:
+        self.locks.mkdir(parents=True, exist_ok=True)
+        return recording_lock(self.locks / f"{stem}.lock")
+
+    def prepare(self, final: str, partial: Path, discard: bool) -> None:
+        """Discard earlier bytes; an object no row accounts for is fetched again and replaced."""
+        if discard:
+            partial.unlink(missing_ok=True)
+
+    def commit(self, partial: Path, final: str, size: int, md5: str) -> None:
+        """The complete, checked partial streamed to its object, which must then hold it."""
+        stat = self.bucket.upload(partial, final)
+        if stat.size != size or (stat.md5 is not None and stat.md5 != md5):
+            raise DownloadError(f"the bucket's copy of {final} is not the file uploaded")
+        partial.unlink(missing_ok=True)
+
+    @contextmanager
+    def localized(self, path: str) -> Iterator[Path]:
+        """A local file with the object's bytes, for as long as the block runs."""
+        with _scratch(self.staging, Path(path).suffix) as local:
+            self.bucket.download(path, local)
+            yield local
+
+    def keep(self, local: Path, final: str) -> None:
+        """A file made on this machine (a WAV copy) stored under its final URL."""
+        self.bucket.upload(local, final)
+        local.unlink(missing_ok=True)
+
+
+def manifest_parts(bucket: Bucket, folder: str) -> list[str]:
+    """The manifests under a prefix (a Dask run's): parquet objects, and folders of chunks
+    whose manifest is not saved yet."""
+    parts = set()
+    for url in bucket.sizes(folder):
+        name = url[len(folder) + 1 :]
+        if "/" not in name and name.endswith(".parquet"):
+            parts.add(name)
+        elif name.startswith(".") and ".parquet.journal/" in name:
+            parts.add(name[1 : name.index(".journal/")])
+    return [f"{folder}/{name}" for name in sorted(parts)]
+
+
+@contextmanager
+def _scratch(folder: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary local file in ``folder``, removed after the block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=folder, prefix=".scratch-", suffix=suffix)
+    os.close(descriptor)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
