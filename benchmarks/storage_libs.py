@@ -465,7 +465,7 @@ def main() -> None:
         write_source(large_file, sizes[1])
         with moto_server(scratch / "s3.log") as s3, fake_gcs_server(scratch / "gcs.log") as gcs:
             servers = {"s3": s3, "gcs": gcs}
-            buckets = {"s3": new_s3_bucket(s3.endpoint), "gcs": new_gcs_bucket(gcs.endpoint)}
+            buckets = {"s3": new_s3_bucket(s3), "gcs": new_gcs_bucket(gcs)}
             for kind, bucket in buckets.items():
                 seconds = fill(bucket, "listed", args.keys)
                 print(f"{kind}: {args.keys} keys written in {seconds:.1f} s")

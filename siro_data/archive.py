@@ -229,8 +229,11 @@ class Archive:
 
         ``source``: the manifest (or folder of them, a Dask run's) to read; this one by default.
         """
-        where = self.manifest_path if source is None else location(source)
-        rows = read_rows(where, store.as_ids(wanted).drop_null(), self.storage_options)
+        ids = store.as_ids(wanted).drop_null()
+        if source is None:
+            rows = self.manifest.read_rows(ids)
+        else:
+            rows = read_rows(location(source), ids, self.storage_options)
         complete = pc.and_(
             pc.and_(rows.column("error").is_null(), rows.column("path").is_valid()),
             rows.column("size_bytes").is_valid(),

@@ -85,19 +85,13 @@ class BucketTable:
         """The bucket was checked writable with the audio's."""
 
     def scan(self, wanted: pa.Array | None = None) -> pa.Table:
-        try:
-            with self.bucket.open(self.url) as source:
-                return store.scan(source, self.schema, wanted)
-        except FileNotFoundError:
-            return self.schema.empty_table()
+        with self._snapshot() as (local, _):
+            return store.scan(local, self.schema, wanted)
 
     def read(self, columns: list[str], filters: list[tuple[str, str, Any]]) -> pa.Table | None:
         """Some columns of the rows that pass ``filters``; None when there is no object."""
-        try:
-            with self.bucket.open(self.url) as source:
-                return pq.read_table(source, columns=columns, filters=filters)
-        except FileNotFoundError:
-            return None
+        with self._snapshot() as (local, _):
+            return None if local is None else pq.read_table(local, columns=columns, filters=filters)
 
     def fold(self, new: pa.Table, order: Sequence[str | None] | pa.Array = ()) -> int:
         """Fold ``new`` rows in with a conditional write, again until no other writer was
@@ -105,25 +99,40 @@ class BucketTable:
         new = _not_older(new, self.time_column)
         settings = {"dictionary": self.dictionary, "time_column": self.time_column}
         while True:
-            stat = self.bucket.stat(self.url)
-            with _scratch(self.staging) as temporary:
-                if stat is None:
-                    count = store.fold_into(None, temporary, self.schema, new, order, **settings)
-                else:
-                    with self.bucket.open(self.url) as source:
-                        count = store.fold_into(
-                            source, temporary, self.schema, new, order, **settings
-                        )
+            with self._snapshot() as (local, version), _scratch(self.staging) as temporary:
+                count = store.fold_into(local, temporary, self.schema, new, order, **settings)
                 try:
-                    self.bucket.put(temporary, self.url, None if stat is None else stat.version)
+                    self.bucket.put(temporary, self.url, version)
                 except PreconditionFailed:
                     log.info("%s changed while folding rows into it: folding again", self.url)
                     continue
             return count
 
     def rows(self) -> int:
-        with self.bucket.open(self.url) as source:
-            return store.rows_in(source)
+        """How many rows the object holds (its footer); FileNotFoundError when there is none."""
+        while True:
+            try:
+                with self.bucket.open(self.url) as source:
+                    return store.rows_in(source)
+            except FileNotFoundError:
+                raise
+            except (OSError, pa.ArrowException):  # replaced while its footer was read
+                log.info("%s changed while its row count was read: reading again", self.url)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[tuple[Path | None, str | None]]:
+        """The object copied here in one request, and the version a replace must match
+        ((None, None) when there is no object). Read in ranges, an object another writer
+        replaces meanwhile would mix two versions; a copy is one. The version is read first:
+        a copy newer than it makes the conditional replace fail, and the fold is done again.
+        """
+        stat = self.bucket.stat(self.url)
+        if stat is None:
+            yield None, None
+            return
+        with _scratch(self.staging, ".parquet") as local:
+            self.bucket.download(self.url, local)
+            yield local, stat.version
 
     def exists(self) -> bool:
         return self.bucket.stat(self.url) is not None
@@ -183,8 +192,11 @@ class BucketManifest:
         """Fold every chunk into the manifest (conditionally), then delete those folded."""
         self.flush()
         chunks = self._chunk_urls()
-        if not chunks and self.table.exists():
-            return self.table.rows()
+        if not chunks:
+            try:
+                return self.table.rows()  # nothing new: the object as it is
+            except FileNotFoundError:
+                pass  # no manifest yet: an empty one is written
         count = self.table.fold(self._journaled(chunks), order)
         for url in chunks:
             self.table.bucket.remove(url)
@@ -200,8 +212,11 @@ class BucketManifest:
         return sorted(self.table.bucket.sizes(self.chunks))
 
     def _journaled(self, urls: list[str]) -> pa.Table:
-        chunks = [journal.read_chunk(self.table.bucket.read(url) or b"") for url in urls]
-        return _not_older(store.concat(SCHEMA, [c for c in chunks if c.num_rows]), "fetched_at")
+        """The rows of these chunks, latest per recording. A chunk gone since it was listed
+        was folded by another writer: its rows are in the manifest that writer saved."""
+        found = (self.table.bucket.read(url) for url in urls)
+        chunks = [journal.read_chunk(data) for data in found if data is not None]
+        return _not_older(store.concat(SCHEMA, chunks), "fetched_at")
 
 
 class BucketDocument:

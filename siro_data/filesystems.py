@@ -85,11 +85,13 @@ class Bucket:
 
     @cached_property
     def fs(self) -> Any:
-        """The fsspec filesystem (s3fs or gcsfs), made once."""
+        """The fsspec filesystem (s3fs or gcsfs), made once, that asks the store each time:
+        a listing cached from before another writer's upload would hide that object."""
         import fsspec
 
+        options = {"use_listings_cache": False, "skip_instance_cache": True, **self._options}
         try:
-            return fsspec.filesystem(self.protocol, **self._options)
+            return fsspec.filesystem(self.protocol, **options)
         except ImportError:
             package = PROTOCOLS[self.protocol]
             raise ValueError(
@@ -112,12 +114,17 @@ class Bucket:
     # --- reading -------------------------------------------------------------------------------
 
     def sizes(self, url: str) -> dict[str, int]:
-        """Every object under ``url`` (a prefix) with its size: listings, a page per 1,000."""
+        """Every object right under ``url`` (a folder) with its size: a listing, a request
+        per page of 1,000 keys (never a request per object)."""
         try:
-            found = self.fs.find(self.key(url), detail=True)
+            found = self.fs.ls(self.key(url), detail=True)
         except FileNotFoundError:
             return {}
-        return {f"{self.protocol}://{key}": int(info["size"]) for key, info in found.items()}
+        return {
+            f"{self.protocol}://{info['name']}": int(info["size"])
+            for info in found
+            if info.get("type") != "directory"
+        }
 
     def stat(self, url: str) -> Stat | None:
         """One object's size, version and MD5; None when it does not exist (one request)."""

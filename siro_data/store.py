@@ -135,12 +135,11 @@ def _layout(dictionary: Collection[str]) -> dict[str, Any]:
     return {"use_dictionary": list(dictionary), "data_page_size": PAGE_BYTES}
 
 
-def _open(source: Path | IO[bytes]) -> pq.ParquetFile:
-    """A file (a path, or a file object on a bucket's object) to be read a row group at a
-    time, a column chunk read when it is decoded (pre-buffering reads all of a group's chunks
-    first and holds them).
+def _open(path: Path) -> pq.ParquetFile:
+    """``path`` to be read a row group at a time, a column chunk read when it is decoded
+    (pre-buffering reads all of a group's chunks first and holds them).
     """
-    return pq.ParquetFile(source, pre_buffer=False)
+    return pq.ParquetFile(path, pre_buffer=False)
 
 
 def _read_group(file: pq.ParquetFile, group: int, columns: list[str] | None = None) -> pa.Table:
@@ -150,19 +149,16 @@ def _read_group(file: pq.ParquetFile, group: int, columns: list[str] | None = No
     return file.read_row_group(group, columns=columns, use_threads=False)
 
 
-def scan(
-    source: Path | IO[bytes] | None, schema: pa.Schema, wanted: pa.Array | None = None
-) -> pa.Table:
-    """The rows of a parquet file, a path or a file object (only those of ``wanted`` ids,
-    when given); none if there is no file.
+def scan(path: Path | None, schema: pa.Schema, wanted: pa.Array | None = None) -> pa.Table:
+    """The rows of a parquet file (only those of ``wanted`` ids, when given); none if no file.
 
     With ``wanted``, the ids are read first, row group by row group: a group
     holding none of them is not read further, so finding ten ids among a
     million costs the id column.
     """
-    if source is None or (isinstance(source, Path) and not source.exists()):
+    if path is None or not path.exists():
         return schema.empty_table()
-    file = _open(source)
+    file = _open(path)
     if wanted is None:
         groups = range(file.num_row_groups)
         return concat(schema, (conform(file.read_row_group(group), schema) for group in groups))
@@ -216,7 +212,7 @@ def fold(
 
 
 def fold_into(
-    source: Path | IO[bytes] | None,
+    source: Path | None,
     target: Path,
     schema: pa.Schema,
     new: pa.Table,
@@ -224,8 +220,10 @@ def fold_into(
     dictionary: Collection[str] = (),
     time_column: str | None = None,
 ) -> int:
-    """Write to ``target`` the rows of ``source`` (a file, a file object, or None: no rows
-    yet) with ``new`` rows (one per recording) folded in; the row count.
+    """Write to ``target`` the rows of ``source`` with ``new`` folded in; the row count.
+
+    ``source`` is a file, or None when there are no rows yet; ``new`` holds one
+    row per recording.
 
     ``source`` is streamed a row group at a time: a new row replaces the row of
     its recording where that row stands; the others are appended, those named

@@ -97,26 +97,26 @@ def other_origin() -> Iterator[ThreadingHTTPServer]:
 
 def _object_store(
     start: Callable[[Path], ObjectStoreServer], log: Path, what: str
-) -> Iterator[str]:
+) -> Iterator[ObjectStoreServer]:
     """Run a local object store for the test run; skip (fail in CI) if it cannot start."""
     with contextlib.ExitStack() as running:
         try:
             server = running.enter_context(start(log))
         except (ImportError, OSError, RuntimeError) as error:
             require(False, f"{what} cannot start: {error}")
-        yield server.endpoint
+        yield server
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1, once for the test run: its endpoint URL."""
+def s3_server(tmp_path_factory) -> Iterator[ObjectStoreServer]:
+    """moto's S3 server on 127.0.0.1, once for the test run (``.endpoint``, ``.requests()``)."""
     log = tmp_path_factory.mktemp("s3-server") / "requests.log"
     yield from _object_store(moto_server, log, "moto's S3 server")
 
 
 @pytest.fixture(scope="session")
-def gcs_server(tmp_path_factory) -> Iterator[str]:
-    """fake-gcs-server on 127.0.0.1, once for the test run: its endpoint URL."""
+def gcs_server(tmp_path_factory) -> Iterator[ObjectStoreServer]:
+    """fake-gcs-server on 127.0.0.1, once for the test run (``.endpoint``, ``.requests()``)."""
     log = tmp_path_factory.mktemp("gcs-server") / "requests.log"
     yield from _object_store(fake_gcs_server, log, "fake-gcs-server")
 

@@ -428,6 +428,7 @@ class Bucket:
     url: str
     storage_options: dict[str, Any]
     env: dict[str, str]
+    server: ObjectStoreServer = field(repr=False, compare=False)
 
     @property
     def protocol(self) -> str:
@@ -450,8 +451,9 @@ class Bucket:
         return fsspec.filesystem(self.protocol, **self.storage_options)
 
 
-def new_s3_bucket(endpoint: str) -> Bucket:
-    """A new bucket on the S3 server at ``endpoint``: its prefix ``s3://NAME/prefix``."""
+def new_s3_bucket(server: ObjectStoreServer) -> Bucket:
+    """A new bucket on the S3 server: its prefix ``s3://NAME/prefix``."""
+    endpoint = server.endpoint
     options = {
         "endpoint_url": endpoint,
         "key": S3_KEY,
@@ -464,19 +466,22 @@ def new_s3_bucket(endpoint: str) -> Bucket:
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "AWS_DEFAULT_REGION": S3_REGION,
     }
-    return _new_bucket("s3", options, env)
+    return _new_bucket(server, "s3", options, env)
 
 
-def new_gcs_bucket(endpoint: str) -> Bucket:
-    """A new bucket on the GCS server at ``endpoint``: its prefix ``gs://NAME/prefix``."""
+def new_gcs_bucket(server: ObjectStoreServer) -> Bucket:
+    """A new bucket on the GCS server: its prefix ``gs://NAME/prefix``."""
+    endpoint = server.endpoint
     options = {"endpoint_url": endpoint, "token": "anon", "project": GCS_PROJECT}
     env = {"STORAGE_EMULATOR_HOST": endpoint, "CLOUD_STORAGE_EMULATOR_ENDPOINT": endpoint}
-    return _new_bucket("gs", options, env)
+    return _new_bucket(server, "gs", options, env)
 
 
-def _new_bucket(protocol: str, storage_options: dict[str, Any], env: dict[str, str]) -> Bucket:
+def _new_bucket(
+    server: ObjectStoreServer, protocol: str, storage_options: dict[str, Any], env: dict[str, str]
+) -> Bucket:
     name = f"siro-test-{uuid.uuid4().hex[:12]}"
-    bucket = Bucket(f"{protocol}://{name}/prefix", storage_options, env)
+    bucket = Bucket(f"{protocol}://{name}/prefix", storage_options, env, server)
     bucket.filesystem().mkdir(name)
     return bucket
 
