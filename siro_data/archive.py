@@ -102,10 +102,17 @@ def _split(path: str) -> tuple[str, str, str]:
     return os.path.dirname(path), "/", os.path.basename(path)
 
 
-def staging_folder(out_dir: str) -> Path:
-    """Where a bucket prefix's partials and locks wait on this machine."""
-    root = os.environ.get(STAGING_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "siro-data", "staging"
+def staging_folder(out_dir: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Where a bucket prefix's partials and locks wait on this machine: a folder of its own
+    inside ``root`` (default ``$SIRO_DATA_STAGING``, else the user's cache)."""
+    root = (
+        root
+        or os.environ.get(STAGING_ENV)
+        or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+            "siro-data",
+            "staging",
+        )
     )
     return Path(root) / hashlib.sha256(out_dir.encode()).hexdigest()[:16]
 
@@ -186,8 +193,8 @@ class Archive:
     storage_options : mapping, optional
         For a bucket: what fsspec's filesystem takes (as pandas and Dask take them).
     staging : path-like, optional
-        For a bucket: where partials and locks wait on this machine (:func:`staging_folder`
-        of ``out_dir`` by default; a Dask worker passes its own local directory).
+        For a bucket: the folder of this machine where partials and locks wait, in a
+        folder per prefix (:func:`staging_folder`; a Dask worker passes its scratch space).
     """
 
     def __init__(
@@ -202,7 +209,7 @@ class Archive:
         self.storage_options = dict(storage_options or {})
         if is_bucket(self.out_dir):
             bucket = Bucket(self.out_dir, self.storage_options)
-            self.staging = Path(staging) if staging else staging_folder(bucket.url)
+            self.staging = staging_folder(bucket.url, staging)
             locks = self.staging / LOCKS_FOLDER
             self.audio: DiskAudio | BucketAudio = BucketAudio(
                 bucket, bucket.url, self.staging, locks

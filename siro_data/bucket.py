@@ -20,6 +20,7 @@ Where each piece lives is :mod:`siro_data.archive`'s to say; here is how:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,18 +40,22 @@ import pyarrow.parquet as pq
 from . import journal, store
 from .disk import ensure_writable_dir
 from .exceptions import DownloadError
-from .filesystems import Bucket, PreconditionFailed
-from .locks import recording_lock, sweep
+from .filesystems import Bucket, PreconditionFailed, Stat
+from .locks import held_if_free, recording_lock, sweep
 from .rows import SCHEMA, Row
 
 log = logging.getLogger(__name__)
 
-#: A writer's finished rows go to the bucket at least this often (and at the end of its run):
-#: a machine that dies loses the rows of the last few seconds, whose audio is in the bucket
-#: already (the next run fetches them again).
+#: A writer's finished rows go to the bucket as a chunk when a row finishes this long after
+#: the last chunk, when FLUSH_ROWS wait, and at the end of its run. The rows of a writer
+#: killed before then are lost, not their audio: the next run finds each object with no row,
+#: copies it back from the bucket and confirms it with one ranged request to Siro's storage.
 FLUSH_SECONDS = 5.0
 #: ... or as soon as this many rows wait.
 FLUSH_ROWS = 1000
+#: Scratch files (a manifest being read or written, an object copied down for a conversion)
+#: older than this were left by a killed process: the next run's sweep removes them.
+SCRATCH_STALE_SECONDS = 24 * 3600
 #: Complete rows to confirm up to this many are asked one by one (a request each); more, and
 #: the prefix is listed once (a request per 1,000 objects).
 ASKED_ONE_BY_ONE = 64
@@ -263,6 +268,7 @@ class BucketAudio:
         self.url = url
         self.staging = staging
         self.locks = locks
+        self._copied_back: dict[str, Stat] = {}  # final URL → the object prepare() copied
 
     @property
     def location(self) -> str:
@@ -273,7 +279,23 @@ class BucketAudio:
         ensure_writable_dir(self.staging, "the staging folder")
 
     def sweep(self) -> None:
+        """The lock files nobody holds, then the partials nobody works on whose object is
+        in the bucket: another machine finished them (a listing of the name per partial)."""
         sweep(self.locks)
+        removed = 0
+        for partial in self.staging.glob("*.part"):
+            stem = partial.name.removesuffix(".part")
+            with held_if_free(self.lock(stem)) as free:
+                if free and self.bucket.starting_with(self.url, f"{stem}."):
+                    partial.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            log.info("removed %d partial files finished elsewhere from %s", removed, self.staging)
+        stale = time.time() - SCRATCH_STALE_SECONDS
+        for scratch in self.staging.glob(".scratch-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if scratch.stat().st_mtime < stale:
+                    scratch.unlink()
 
     def final(self, name: str) -> str:
         return f"{self.url}/{name}"
@@ -308,12 +330,23 @@ class BucketAudio:
         return recording_lock(self.locks / f"{stem}.lock")
 
     def prepare(self, final: str, partial: Path, discard: bool) -> None:
-        """Discard earlier bytes; an object no row accounts for is fetched again and replaced."""
+        """Discard earlier bytes, or copy back an object no complete row accounts for (its
+        writer was killed after the upload, before its row reached the bucket): resuming it
+        costs one ranged request to Siro's storage, and the object is not uploaded again."""
         if discard:
             partial.unlink(missing_ok=True)
+            return
+        stat = self.bucket.stat(final)
+        if stat is not None:
+            self.bucket.download(final, partial)
+            self._copied_back[final] = stat
 
     def commit(self, partial: Path, final: str, size: int, md5: str) -> None:
         """The complete, checked partial streamed to its object, which must then hold it."""
+        copied = self._copied_back.pop(final, None)
+        if copied is not None and copied.size == size and copied.md5 in (None, md5):
+            partial.unlink(missing_ok=True)  # the object holds these very bytes already
+            return
         stat = self.bucket.upload(partial, final)
         if stat.size != size or (stat.md5 is not None and stat.md5 != md5):
             raise DownloadError(f"the bucket's copy of {final} is not the file uploaded")
@@ -336,12 +369,12 @@ def manifest_parts(bucket: Bucket, folder: str) -> list[str]:
     """The manifests under a prefix (a Dask run's): parquet objects, and folders of chunks
     whose manifest is not saved yet."""
     parts = set()
-    for url in bucket.sizes(folder):
+    for url in bucket.children(folder):
         name = url[len(folder) + 1 :]
-        if "/" not in name and name.endswith(".parquet"):
+        if name.endswith(".parquet"):
             parts.add(name)
-        elif name.startswith(".") and ".parquet.journal/" in name:
-            parts.add(name[1 : name.index(".journal/")])
+        elif name.startswith(".") and name.endswith(".parquet.journal/"):
+            parts.add(name[1 : -len(".journal/")])
     return [f"{folder}/{name}" for name in sorted(parts)]
 
 

@@ -357,6 +357,7 @@ def opened(
     api_url: str | None = None,
     *,
     requests_per_minute: int = 1000,
+    rate_limiter: RateLimiter | None = None,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
 ) -> AbstractContextManager[SiroClient]:
     """``client`` to use in a ``with`` (the caller's: left open), or one made from the
@@ -372,7 +373,13 @@ def opened(
     """
     if client is not None:
         return nullcontext(client)
-    return SiroClient(token, api_url, requests_per_minute=requests_per_minute, timeout=timeout)
+    return SiroClient(
+        token,
+        api_url,
+        requests_per_minute=requests_per_minute,
+        rate_limiter=rate_limiter,
+        timeout=timeout,
+    )
 
 
 def sign(

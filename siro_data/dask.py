@@ -18,11 +18,13 @@ import copy
 import os
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask
+import numpy as np
 import pandas as pd
 
 from . import core, processors
@@ -34,6 +36,10 @@ from .progress import TqdmProgress
 from .ratelimit import RateLimiter
 from .rows import to_frame
 from .tokens import TokenSource, resolve_token
+
+#: The most ids a partition of sync's fetch holds: a worker that dies loses no more than its
+#: recordings in flight, and a partition that ends early leaves little on the table.
+PARTITION = 500
 
 
 class Secret:
@@ -62,13 +68,15 @@ class ClusterPacer:
     :class:`siro_data.RateLimiter` (``acquire()``).
     """
 
-    def __init__(self, calls: int, period: float = 60.0, margin: float = 0.01) -> None:
+    def __init__(
+        self, calls: int, period: float = 60.0, margin: float = 0.01, client: Any = None
+    ) -> None:
         from distributed import Variable
 
         self.interval = RateLimiter(calls, period, margin).interval
         self.name = f"siro-data-pace-{uuid.uuid4().hex}"
         self._client = None
-        Variable(self.name).set(0.0)
+        Variable(self.name, client=client).set(0.0)
 
     def on_worker(self) -> ClusterPacer:
         """This pacer bound to the worker's client, for the threads a task starts.
@@ -77,8 +85,12 @@ class ClusterPacer:
         """
         from distributed import get_client
 
+        return self.bound(get_client())
+
+    def bound(self, client: Any) -> ClusterPacer:
+        """This pacer taking its slots through ``client`` (a ``distributed.Client``)."""
         bound = copy.copy(self)
-        bound._client = get_client()
+        bound._client = client
         return bound
 
     def acquire(self) -> None:
@@ -106,7 +118,8 @@ class _Job:
     token: Secret
     api_url: str
     out_dir: str
-    manifest_dir: str
+    manifest: str  # a folder with a part per partition, or the one manifest every partition adds to
+    parts: bool
     pacer: Any
     workers: int
     overwrite: bool
@@ -171,7 +184,8 @@ def run(
         token=Secret(resolve_token(token)),
         api_url=resolve_api_url(api_url),
         out_dir=location(out_dir),
-        manifest_dir=manifest_dir,
+        manifest=manifest_dir,
+        parts=True,
         pacer=_pacer(requests_per_minute),
         workers=workers,
         overwrite=overwrite,
@@ -179,7 +193,7 @@ def run(
         convert_to=convert_to,
         storage_options=Secret(dict(storage_options or {})),
     )
-    tasks = partition_tasks(ids, job)
+    tasks = partition_tasks(ids.to_delayed(), job)
     cluster = _distributed_client()
     if cluster is not None:
         frames = cluster.gather(cluster.compute(tasks))
@@ -197,12 +211,52 @@ def run(
     return manifest
 
 
-def partition_tasks(ids: Any, job: _Job) -> list[Any]:
-    """One ``dask.delayed`` task per partition of ``ids`` (a Dask Series)."""
+def fetch_planned(
+    cluster: Any,
+    ids: Sequence[str],
+    archive: Archive,
+    *,
+    token: TokenSource | None,
+    api_url: str,
+    pacer: ClusterPacer,
+    workers: int,
+    timeout: tuple[float, float],
+    convert_to: str | None,
+) -> None:
+    """:func:`siro_data.sync`'s fetch on ``cluster`` (a ``distributed.Client``): ``ids`` in
+    partitions on its workers, each adding its rows to the archive's one manifest.
+
+    Each worker's rows reach the manifest as a second process's do on one machine: under
+    the manifest's lock on a shared disk, in chunks folded with conditional writes in a
+    bucket. ``pacer`` is the schedule the caller's listing already took its slots from.
+    """
+    if not ids:
+        return
+    job = _Job(
+        token=Secret(resolve_token(token)),
+        api_url=api_url,
+        out_dir=location(archive.out_dir),
+        manifest=location(archive.manifest_path),
+        parts=False,
+        pacer=pacer,
+        workers=workers,
+        overwrite=False,
+        timeout=timeout,
+        convert_to=convert_to,
+        storage_options=Secret(dict(archive.storage_options or {})),
+    )
+    count = max(2 * len(cluster.scheduler_info().get("workers", ())), -(-len(ids) // PARTITION))
+    chunks = [list(chunk) for chunk in np.array_split(np.asarray(ids, dtype=object), count)]
+    parts = [pd.Series(chunk, name="recording_id") for chunk in chunks if chunk]
+    cluster.gather(cluster.compute(partition_tasks(parts, job)))
+
+
+def partition_tasks(partitions: Iterable[Any], job: _Job) -> list[Any]:
+    """One ``dask.delayed`` task per partition of ids (delayed, or a pandas Series)."""
     fetch = dask.delayed(_fetch_partition, pure=False)
     return [
         fetch(part, index, job, dask_key_name=f"siro-data-fetch-{index}-{uuid.uuid4().hex[:8]}")
-        for index, part in enumerate(ids.to_delayed())
+        for index, part in enumerate(partitions)
     ]
 
 
@@ -213,8 +267,8 @@ def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
     def connect() -> SiroClient:
         return SiroClient(job.token.value, job.api_url, rate_limiter=pacer, timeout=job.timeout)
 
-    part = f"{job.manifest_dir}/part-{index:05d}.parquet"
-    archive = Archive(job.out_dir, part, job.storage_options.value, staging=_worker_staging())
+    manifest = f"{job.manifest}/part-{index:05d}.parquet" if job.parts else job.manifest
+    archive = Archive(job.out_dir, manifest, job.storage_options.value, staging=_worker_staging())
     with Downloader(timeout=job.timeout) as downloader:
         return core.run(
             ids,
@@ -225,16 +279,18 @@ def _fetch_partition(ids: pd.Series, index: int, job: _Job) -> pd.DataFrame:
             workers=job.workers,
             overwrite=job.overwrite,
             steps=processors.for_settings(job.convert_to, archive.audio, job.overwrite),
-            resume_from=job.manifest_dir,
+            resume_from=job.manifest if job.parts else None,
         )
 
 
 def _worker_staging() -> Path | None:
-    """On a Dask worker, its own local directory: where a bucket's partials wait."""
+    """On a Dask worker, where a bucket's partials wait: beside the worker's own directory,
+    in its machine's scratch space, shared by the machine's workers (their locks keep them
+    apart) and kept when a worker is restarted, so that its partials are continued."""
     try:
         from distributed import get_worker
 
-        return Path(get_worker().local_directory) / "siro-data-staging"
+        return Path(get_worker().local_directory).parent / "siro-data-staging"
     except (ImportError, ValueError):
         return None
 

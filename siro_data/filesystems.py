@@ -126,11 +126,32 @@ class Bucket:
             if info.get("type") != "directory"
         }
 
+    def children(self, url: str) -> list[str]:
+        """What is right under ``url`` (a folder): objects, and folders as ``name/``."""
+        try:
+            found = self.fs.ls(self.key(url), detail=True)
+        except FileNotFoundError:
+            return []
+        return [
+            f"{self.protocol}://{info['name'].rstrip('/')}"
+            + ("/" if info.get("type") == "directory" else "")
+            for info in found
+        ]
+
+    def starting_with(self, folder: str, prefix: str) -> list[str]:
+        """The objects right under ``folder`` whose names start with ``prefix``: one listing
+        of those keys alone."""
+        found = self.fs.find(self.key(folder), prefix=prefix, maxdepth=1)
+        return [f"{self.protocol}://{name}" for name in found]
+
     def stat(self, url: str) -> Stat | None:
-        """One object's size, version and MD5; None when it does not exist (one request)."""
+        """One object's size, version and MD5; None when there is no object there (nothing,
+        or a folder: keys under ``url/``), in one request."""
         try:
             info = self.fs.info(self.key(url))
         except FileNotFoundError:
+            return None
+        if info.get("type") == "directory":
             return None
         if self.protocol == "gs":
             md5 = info.get("md5Hash")

@@ -66,6 +66,20 @@ def acquire(lock: TemporaryFileLock, poll: float, check: Callable[[], None]) -> 
             raise OSError(errno.ENOLCK, str(exc.__cause__ or exc), lock.filename) from exc
 
 
+@contextmanager
+def held_if_free(lock: TemporaryFileLock) -> Iterator[bool]:
+    """Hold ``lock`` for the block if nobody holds it (True); else hold nothing (False)."""
+    try:
+        lock.acquire(timeout=0)
+    except AlreadyLocked:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 def sweep(folder: Path) -> None:
     """Remove the lock files in ``folder`` that nobody holds.
 

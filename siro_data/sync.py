@@ -187,6 +187,7 @@ def sync(
     requests_per_minute: int = 1000,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     storage_options: dict[str, Any] | None = None,
+    dask_client: Any = None,
 ) -> SyncResult:
     """Fetch the recordings that appeared since the last sync into ``out_dir``.
 
@@ -214,6 +215,13 @@ def sync(
         :data:`siro_data.sync.RETRIED_KINDS`).
     client : SiroClient, optional
         A client to list and sign with instead of one made from ``token``.
+    dask_client : distributed.Client, optional
+        Fetch on this cluster's workers: the listing, the plan and the watermark stay
+        here; each worker adds its rows to the manifest. ``out_dir`` and
+        ``manifest_path`` must be reachable from every worker: a bucket (workers need
+        no shared disk: each stages its partials in its own scratch space), or a
+        shared file system. One schedule keeps the listing here and the signing on
+        the workers under ``requests_per_minute`` together.
 
     Returns
     -------
@@ -241,6 +249,8 @@ def sync(
     (12, 0, 1)
     """
     check_settings(workers, convert_to)
+    if dask_client is not None and client is not None:
+        raise ValueError("a sync on a Dask cluster signs on its workers: pass token=, not client=")
     archive = Archive(out_dir, manifest_path, storage_options)
     # The filters, checked before anything else; each set has its own watermark.
     query = recording_query(since, None, team_id, organization_id, conversation_type, result)
@@ -252,23 +262,42 @@ def sync(
     listing.check("listing")
     state.check("sync state")
 
+    pacer = None
+    if dask_client is not None:
+        from . import dask as on_cluster
+
+        pacer = on_cluster.ClusterPacer(requests_per_minute, 60.0, client=dask_client)
     settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
-    with opened(client, token, api_url, **settings) as api:
+    limiter = None if pacer is None else pacer.bound(dask_client)
+    with opened(client, token, api_url, rate_limiter=limiter, **settings) as api:
         listed, calls = _list(api, start, _teams(team_id), filters)
         keep_listing(listing, listed)
         newest = _newest(listed, watermark)
         horizon = None if newest is None else newest - retry_for
         plan = _to_fetch(archive, listing, listed, horizon)
-        with Downloader(timeout=timeout) as downloader:
-            core.run(
+        if pacer is not None:
+            on_cluster.fetch_planned(
+                dask_client,
                 plan.todo,
                 archive,
-                connect=lambda: opened(api),  # the one client: listing and signing share its pace
-                downloader=downloader,
-                reporter=reporter_for(progress, archive.manifest_path),
+                token=token,
+                api_url=api.api_url,
+                pacer=pacer,
                 workers=workers,
-                steps=processors.for_settings(convert_to, archive.audio),
+                timeout=timeout,
+                convert_to=convert_to,
             )
+        else:
+            with Downloader(timeout=timeout) as downloader:
+                core.run(
+                    plan.todo,
+                    archive,
+                    connect=lambda: opened(api),  # one client: listing and signing share its pace
+                    downloader=downloader,
+                    reporter=reporter_for(progress, archive.manifest_path),
+                    workers=workers,
+                    steps=processors.for_settings(convert_to, archive.audio),
+                )
     move_watermark(state, newest, filters)
     # Every listed recording, final failures included (not asked again, still failed), and
     # every retried one, as the manifest now has it.

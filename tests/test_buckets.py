@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import signal
 import threading
 import time
@@ -22,7 +23,8 @@ import pytest
 from support import TOKEN, cli, fetch, finish
 
 import siro_data
-from siro_data.archive import STAGING_ENV, open_manifest
+from siro_data.archive import STAGING_ENV, open_manifest, staging_folder
+from siro_data.naming import file_stem
 from siro_data.rows import COLUMNS, to_frame
 
 #: More than the archive asks one by one: a re-run over them confirms presence by listing.
@@ -147,6 +149,63 @@ def test_an_object_that_went_missing_is_fetched_again(bucket, emulator, staging)
     assert manifest["status"].eq("ok").all()
     assert list(emulator.stats.api_calls) == [ids[2]]
     assert_objects_identical(bucket, manifest, emulator)
+
+
+def written_at(bucket, url: str) -> str:
+    """When the object under ``url`` was last written, as its store says."""
+    info = bucket.filesystem().info(url)
+    return str(info["generation"] if bucket.protocol == "gs" else info["LastModified"])
+
+
+def test_objects_whose_rows_were_lost_are_confirmed_not_fetched_again(bucket, emulator, staging):
+    """A writer killed after its uploads and before its rows reached the bucket: the next run
+    copies each object back, confirms it with one ranged request (no audio byte from Siro's
+    storage) and leaves the object as it was."""
+    ids = list(emulator.recordings)
+    first = fetch(emulator, ids, **places(bucket))
+    fs = bucket.filesystem()
+    fs.rm_file(f"{bucket.url}/manifest.parquet")  # the rows are gone, the objects are not
+    before = {path: written_at(bucket, path) for path in first["path"]}
+    time.sleep(1.1)  # S3 says when an object was written to the second
+    emulator.stats.reset()
+
+    manifest = fetch(emulator, ids, **places(bucket))
+
+    assert manifest["status"].eq("ok").all(), manifest["error"]
+    assert emulator.stats.total_bytes_served == 0
+    assert {path: written_at(bucket, path) for path in manifest["path"]} == before
+    assert_objects_identical(bucket, manifest, emulator)
+    assert files_under(staging) == []
+
+
+def test_a_partial_another_machine_finished_is_removed_by_the_next_run(bucket, emulator, staging):
+    """Partials wait on the machine that started them; one whose object another machine
+    committed meanwhile is removed by this machine's next run, one still wanted is kept."""
+    done, wanted = list(emulator.recordings)[:2]
+    fetch(emulator, [done], **places(bucket))
+    folder = staging_folder(f"{bucket.url}/audio")
+    for rec_id in (done, wanted):
+        (folder / f"{file_stem(rec_id)}.part").write_bytes(b"\0" * 1000)
+
+    fetch(emulator, [done], **places(bucket))
+
+    assert [path.name for path in folder.glob("*.part")] == [f"{file_stem(wanted)}.part"]
+
+
+def test_a_folder_of_parts_includes_the_rows_of_a_part_never_saved(bucket, staging):
+    """A Dask partition whose worker died after writing chunks, before saving its part: its
+    rows are read with the folder's, so the next run resumes them."""
+    folder = f"{bucket.url}/manifest"
+    saved = open_manifest(f"{folder}/part-00000.parquet", bucket.storage_options, staging)
+    saved.append([{"recording_id": "a", "error": "x"}])
+    saved.save()
+    unsaved = open_manifest(f"{folder}/part-00001.parquet", bucket.storage_options, staging)
+    unsaved.append([{"recording_id": "b", "error": "x"}])
+    unsaved.flush()
+
+    manifest = siro_data.read_manifest(folder, bucket.storage_options)
+
+    assert sorted(manifest["recording_id"]) == ["a", "b"]
 
 
 def test_a_killed_run_costs_only_the_bytes_in_flight(bucket, emulator, staging, tmp_path):
@@ -284,6 +343,94 @@ def test_sync_into_a_bucket_keeps_its_listing_and_watermark_there(bucket, emulat
     assert any(name.startswith(".manifest.parquet.sync-") for name in names)
     table = siro_data.read_recordings(f"{bucket.url}/manifest.parquet", bucket.storage_options)
     assert len(table) == len(emulator.recordings) and table["status"].eq("ok").all()
+
+
+@pytest.fixture
+def machines(bucket, tmp_path):
+    """A Dask cluster of two worker processes, each with a local directory of its own, as two
+    machines with no shared disk (and the bucket's environment, as their shells would give)."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    workers = {
+        name: {"cls": Nanny, "options": {"nthreads": 2, "local_directory": str(tmp_path / name)}}
+        for name in ("machine-a", "machine-b")
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(workers, scheduler) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+
+
+def files_under(folder) -> list:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+def test_a_dask_cluster_with_no_shared_disk_fetches_into_the_bucket(
+    bucket, emulator, staging, machines, tmp_path
+):
+    """Each worker stages its partials in its own directory, and one of them killed mid-run
+    costs only its recordings in flight: audio and manifest parts end whole in the bucket."""
+    emulator.faults.bandwidth = 60_000  # seconds per file: the kill lands mid-download
+    ids = list(emulator.recordings)
+    frame = dd.from_pandas(pd.DataFrame({"recording_id": ids}), npartitions=4, sort=False)
+    where = {**places(bucket), "manifest_path": f"{bucket.url}/manifest"}
+    result: dict[str, pd.DataFrame] = {}
+    runner = threading.Thread(
+        target=lambda: result.update(manifest=fetch(emulator, frame, **where, workers=2))
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while emulator.stats.total_bytes_served < 100_000:
+        assert runner.is_alive() and time.monotonic() < deadline
+        time.sleep(0.05)
+    pids = machines.run(os.getpid)
+    os.kill(pids[next(iter(pids))], signal.SIGKILL)  # its nanny starts it again
+    runner.join(timeout=180)
+    assert not runner.is_alive()
+
+    manifest = result["manifest"]
+    assert manifest["status"].eq("ok").all(), manifest["error"]
+    assert_objects_identical(bucket, manifest, emulator)
+    saved = siro_data.read_manifest(where["manifest_path"], bucket.storage_options)
+    assert saved["recording_id"].is_unique and sorted(saved["recording_id"]) == sorted(ids)
+    read = pd.read_parquet(where["manifest_path"], storage_options=bucket.storage_options)
+    assert sorted(read["recording_id"]) == sorted(ids)
+    # Partials were staged on the workers' own disks, none on this one, and none is left.
+    assert files_under(staging) == []
+    assert [tmp_path / name for name in ("machine-a", "machine-b") if (tmp_path / name).exists()]
+    # What a worker killed mid-download leaves on its machine: partials of recordings another
+    # worker finished, removed by that machine's next run (a test below), nothing else.
+    staged = [path for path in tmp_path.glob("machine-*/*/siro-data-staging")]
+    left = [path for folder in staged for path in files_under(folder)]
+    assert staged and len(left) <= 4 and all(path.suffix == ".part" for path in left), left
+    # The killed worker's recordings in flight (its 2 partitions of 2 threads) are all that
+    # may have been fetched twice.
+    sizes = sorted((rec.size for rec in emulator.recordings.values()), reverse=True)
+    assert emulator.stats.total_bytes_served <= sum(sizes) + sum(sizes[:4])
+
+
+def test_sync_runs_its_fetch_on_a_dask_cluster(bucket, emulator, staging, machines):
+    """The listing and the watermark on this machine, the signing and downloads on the
+    workers, their rows in the one manifest in the bucket."""
+    from distributed import get_task_stream
+
+    options = {"token": TOKEN, "api_url": emulator.api_url, "progress": False}
+    where = {"storage_options": bucket.storage_options, "dask_client": machines}
+    url, audio = f"{bucket.url}/manifest.parquet", f"{bucket.url}/audio"
+    with get_task_stream(machines) as tasks:
+        first = siro_data.sync(url, audio, since="2025-01-01", **where, **options)
+    again = siro_data.sync(url, audio, **where, **options)
+
+    assert first.fetched == len(emulator.recordings) and first.failed == 0
+    ran = [task for task in tasks.data if str(task["key"]).startswith("siro-data-fetch-")]
+    assert len(ran) >= 2  # the fetch ran as partitions on the workers
+    assert (again.new, again.fetched, again.list_calls) == (0, 0, 1)
+    assert all(emulator.stats.api_calls[rec_id] == 1 for rec_id in emulator.recordings)
+    manifest = siro_data.read_manifest(url, bucket.storage_options)
+    assert sorted(manifest["recording_id"]) == sorted(emulator.recordings)
+    assert_objects_identical(bucket, manifest, emulator)
+    assert bucket.filesystem().find(f"{bucket.url}/.manifest.parquet.journal") == []
+    assert files_under(staging) == []
 
 
 def test_audio_and_exports_read_bucket_urls(bucket, emulator, staging, tmp_path):

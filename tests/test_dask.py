@@ -139,11 +139,11 @@ def test_without_the_shared_schedule_the_same_job_provokes_429s(
     """The control: each partition with a schedule of its own exceeds the budget."""
     recordings = {f"r{n:03d}": make_recording(f"r{n:03d}", 0.2) for n in range(48)}
 
-    def one_schedule_per_partition(ids, job):
+    def one_schedule_per_partition(partitions, job):
         fetch_partition = dask.delayed(siro_data.dask._fetch_partition, pure=False)
         return [
             fetch_partition(part, index, dataclasses.replace(job, pacer=ClusterPacer(270)))
-            for index, part in enumerate(ids.to_delayed())
+            for index, part in enumerate(partitions)
         ]
 
     monkeypatch.setattr(siro_data.dask, "partition_tasks", one_schedule_per_partition)
@@ -200,7 +200,8 @@ def test_a_token_function_works_on_the_workers_and_no_secret_shows(
         token=siro_data.dask.Secret(TOKEN),
         api_url=emulator.api_url,
         out_dir=str(tmp_path),
-        manifest_dir=str(tmp_path),
+        manifest=str(tmp_path),
+        parts=True,
         pacer=None,
         workers=1,
         overwrite=False,
@@ -208,7 +209,7 @@ def test_a_token_function_works_on_the_workers_and_no_secret_shows(
         convert_to=None,
         storage_options=siro_data.dask.Secret({"secret": TOKEN}),  # a bucket's: unseen too
     )
-    tasks = siro_data.dask.partition_tasks(ids_frame(ids, 2)["recording_id"], job)
+    tasks = siro_data.dask.partition_tasks(ids_frame(ids, 2)["recording_id"].to_delayed(), job)
     shown = [repr(job), *(repr(task) for task in tasks), *(str(task.key) for task in tasks)]
     shown += [str(dict(task.dask)) for task in tasks]
     logs = [cluster.get_scheduler_logs(), *cluster.get_worker_logs().values()]
