@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import signal
+import sys
 import threading
 import time
 
@@ -23,6 +24,7 @@ from support import TOKEN, cli, fetch, finish
 
 import siro_data
 from siro_data.archive import STAGING_ENV, open_manifest
+from siro_data.filesystems import Bucket
 from siro_data.rows import COLUMNS, to_frame
 
 #: More than the archive asks one by one: a re-run over them confirms presence by listing.
@@ -318,3 +320,10 @@ def test_a_manifest_written_straight_to_a_bucket_reads_back(bucket, staging):
     siro_data.write_manifest(rows, f"{bucket.url}/m.parquet", bucket.storage_options)
     back = siro_data.read_manifest(f"{bucket.url}/m.parquet", bucket.storage_options)
     pd.testing.assert_frame_equal(back, rows)
+
+
+@pytest.mark.parametrize("url", ["s3://team/siro", "gs://team/siro"])
+def test_a_missing_storage_library_names_the_extra(url, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # as in an install without the extra
+    with pytest.raises(ValueError, match=r"needs \w+: pip install 'siro-data\[buckets\]'$"):
+        _ = Bucket(url).fs
