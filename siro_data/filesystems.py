@@ -87,10 +87,10 @@ class Bucket:
     def fs(self) -> Any:
         """The fsspec filesystem (s3fs or gcsfs), made once, that asks the store each time:
         a listing cached from before another writer's upload would hide that object."""
-        import fsspec
-
         options = {"use_listings_cache": False, "skip_instance_cache": True, **self._options}
         try:
+            import fsspec  # s3fs and gcsfs bring it; the plain install has neither
+
             return fsspec.filesystem(self.protocol, **options)
         except ImportError:
             package = PROTOCOLS[self.protocol]

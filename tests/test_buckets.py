@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -24,6 +25,7 @@ from support import TOKEN, cli, fetch, finish
 
 import siro_data
 from siro_data.archive import STAGING_ENV, open_manifest, staging_folder
+from siro_data.filesystems import Bucket
 from siro_data.naming import file_stem
 from siro_data.rows import COLUMNS, to_frame
 
@@ -465,3 +467,10 @@ def test_a_manifest_written_straight_to_a_bucket_reads_back(bucket, staging):
     siro_data.write_manifest(rows, f"{bucket.url}/m.parquet", bucket.storage_options)
     back = siro_data.read_manifest(f"{bucket.url}/m.parquet", bucket.storage_options)
     pd.testing.assert_frame_equal(back, rows)
+
+
+@pytest.mark.parametrize("url", ["s3://team/siro", "gs://team/siro"])
+def test_a_missing_storage_library_names_the_extra(url, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # as in an install without the extra
+    with pytest.raises(ValueError, match=r"needs \w+: pip install 'siro-data\[buckets\]'$"):
+        _ = Bucket(url).fs
