@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import dask.dataframe as dd
 import duckdb
@@ -239,6 +241,34 @@ def test_a_killed_run_costs_only_the_bytes_in_flight(bucket, emulator, staging, 
     assert_objects_identical(bucket, manifest, emulator)
     total = sum(rec.size for rec in emulator.recordings.values())
     assert emulator.stats.total_bytes_served <= 1.25 * total
+
+
+def readme_pipeline() -> list[list[str]]:
+    """The README's pipeline commands (``siro-data fetch ids.csv``, ``siro-data sync``), as
+    words after ``siro-data``."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in text.splitlines() if line.startswith("The same in a pipeline"))
+    commands = re.findall(r"`siro-data ([^`]+)`", line)
+    assert [words.split()[0] for words in commands] == ["fetch", "sync"], line
+    return [words.split() for words in commands]
+
+
+def test_the_readmes_pipeline_runs_into_a_bucket(bucket, emulator, staging, tmp_path):
+    """The README's commands with a bucket's URLs, its credentials and endpoint from the
+    environment as a pipeline's container gets them (no flag), each ending 0."""
+    pd.DataFrame({"recording_id": list(emulator.recordings)[:3]}).to_csv(tmp_path / "ids.csv")
+    places = ["--out-dir", f"{bucket.url}/audio", "--manifest", f"{bucket.url}/manifest.parquet"]
+    first = {"sync": ["--since", "2025-01-01"]}  # a first sync says where to start
+    environment = {**bucket.env, STAGING_ENV: str(staging)}
+    for words in readme_pipeline():
+        args = [*words, *places, *first.get(words[0], []), "-q"]
+        code, _, err = finish(cli(args, emulator, cwd=tmp_path, env_extra=environment))
+        assert code == 0, (words, err)
+
+    recordings = siro_data.read_recordings(f"{bucket.url}/manifest.parquet", bucket.storage_options)
+    assert sorted(recordings["recording_id"]) == sorted(emulator.recordings)
+    assert recordings["status"].eq("ok").all()
+    assert all(emulator.stats.api_calls[rec_id] == 1 for rec_id in emulator.recordings)
 
 
 def command(bucket, *extra: str) -> list[str]:
