@@ -253,5 +253,5 @@ def test_no_manifest_is_one_sentence_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("workers", [0, -1])
 def test_workers_below_one_are_refused(tmp_path, workers):
-    with pytest.raises(ValueError, match="workers"):
+    with pytest.raises(ValueError, match="workers must be"):
         siro_data.verify(tmp_path / "m.parquet", tmp_path, workers=workers)
