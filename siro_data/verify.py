@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from .archive import Archive, listing_path
 from .locks import try_acquire
-from .progress import ProgressChoice, Reporter, reporter_for
+from .progress import LogProgress, ProgressChoice, Reporter, reporter_for
 from .rows import Kind, error_row
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ def verify(
     progress : {"auto", "bars", "log", "none"}, bool or Reporter
         What the check shows, chosen as :func:`siro_data.fetch_all` chooses it (the panel
         in a notebook, bars on a terminal, log lines elsewhere); a row checked is a row
-        finished, the bytes read are the bytes received.
+        finished, the bytes read are the bytes received (a :class:`~siro_data.LogProgress`
+        says "checking").
     storage_options : dict, optional
         For bucket URLs, as :func:`siro_data.fetch_all` takes them.
 
@@ -233,7 +234,10 @@ def verify(
     ]
     claimed = {_name(path) for name in ("path", "audio_path") for path in _valid(rows, name)}
     del rows, good
-    found = _Checker(archive, files, workers, reporter_for(progress, archive.manifest_path))
+    reporter = reporter_for(progress, archive.manifest_path)
+    if isinstance(reporter, LogProgress):
+        reporter.action = "checking"
+    found = _Checker(archive, files, workers, reporter)
     found.run(checks)
     leftovers = _leftovers(archive, remove=repair)
     orphans = _orphans(archive, files, claimed)
@@ -254,8 +258,7 @@ def verify(
         orphans_deleted=delete_orphans,
         stopped=found.checked < len(checks),
     )
-    if not report.ok:
-        log.warning("%s", report.summary().replace("\n", "; "))
+    log.info("%s", report.summary().replace("\n", "; "))
     return report
 
 

@@ -255,3 +255,15 @@ def test_no_manifest_is_one_sentence_and_exit_2(tmp_path):
 def test_workers_below_one_are_refused(tmp_path, workers):
     with pytest.raises(ValueError, match="workers must be"):
         siro_data.verify(tmp_path / "m.parquet", tmp_path, workers=workers)
+
+
+def test_the_log_lines_of_a_pipeline_say_what_is_checked(emulator, out_dir, manifest_path):
+    fetch(emulator, list(emulator.recordings), out_dir, manifest_path)
+    args = ["verify", "--out-dir", str(out_dir), "--manifest", str(manifest_path)]
+
+    code, _, err = finish(cli([*args, "--progress", "log"]))
+
+    assert code == 0, err
+    assert f"checking {len(emulator.recordings)} recordings" in err
+    total = sum(recording.size for recording in emulator.recordings.values())
+    assert f"{total / 1e6:.1f} MB received" in err
