@@ -186,9 +186,10 @@ def verify(
     A *leftover* is a partial (``<stem>.part``) whose recording's lock no process holds (a
     run at work holds it: its partial is not reported), or a temporary file (``*.tmp``)
     whose recording's lock is free and which nothing has written to for
-    :data:`TEMPORARY_GRACE_SECONDS`. An *orphan* is a file of ``out_dir`` no row's ``path``
-    or ``audio_path`` names; names starting with a dot (the locks, the journal, the
-    manifest's lock and temporaries), the manifest and its listing are the archive's own.
+    :data:`~siro_data.verify.TEMPORARY_GRACE_SECONDS`. An *orphan* is a file of ``out_dir``
+    no row's ``path`` or ``audio_path`` names; names starting with a dot (the locks, the
+    journal, the manifest's lock and temporaries), the manifest and its listing are the
+    archive's own.
 
     In a bucket, sizes come from the listing; the bytes are read from the store and hashed.
     The store's own MD5 (GCS's ``md5Hash``, S3's single-part ETag) is not used: the manifest
