@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import store
 from .archive import Archive, listing_path
 from .locks import try_acquire
 from .progress import LogProgress, ProgressChoice, Reporter, reporter_for
@@ -40,6 +42,8 @@ BLOCK = 4 * 2**20
 TEMPORARY_GRACE_SECONDS = 600.0
 #: How often the calling thread looks at the stop switch (and the reporter gets a ``poll``).
 POLL_SECONDS = 0.2
+#: Bad rows repaired together: their locks held, their rows read again, one save.
+REPAIRED_AT_ONCE = 256
 #: Examples shown on each line of :meth:`VerifyReport.summary`.
 EXAMPLES = 3
 
@@ -225,12 +229,11 @@ def verify(
         rows.column("size_bytes").is_valid(),
     )
     good = rows.filter(complete)
+    columns = ("recording_id", "path", "size_bytes", "sha256", "fetched_at")
     checks = [
-        _Check(key, archive.audio.final(_name(path)), size, digest)
-        for key, path, size, digest in zip(
-            *(good.column(name).to_pylist() for name in ("recording_id", "path", "size_bytes")),
-            good.column("sha256").to_pylist(),
-            strict=True,
+        _Check(key, archive.audio.final(_name(path)), size, digest, finished)
+        for key, path, size, digest, finished in zip(
+            *(good.column(name).to_pylist() for name in columns), strict=True
         )
     ]
     claimed = {_name(path) for name in ("path", "audio_path") for path in _valid(rows, name)}
@@ -264,6 +267,7 @@ def verify(
 
 
 _KINDS = ("missing", "wrong size", "wrong hash")
+_WHEN = ("recording_id", "fetched_at")
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,7 @@ class _Check:
     path: str
     size: int
     sha256: str | None
+    fetched_at: Any  # the row's, to tell it from a row written since
 
 
 class _Halted(Exception):
@@ -373,22 +378,33 @@ class _Checker:
 
 
 def _repair(archive: Archive, bad: list[tuple[_Check, str, str]]) -> None:
-    """Each bad row a failed row of its kind, its file removed, while no run fetches it."""
-    rows = []
-    for check, kind, error in bad:
-        lock = archive.audio.lock(Path(_name(check.path)).stem)
-        if not try_acquire(lock):
-            log.info("%r is being fetched: left to that run", check.recording_id)
-            continue
-        try:
-            archive.audio.remove(check.path)
-            row_kind = Kind.MISSING if kind == "missing" else Kind.CORRUPT
-            rows.append(error_row(check.recording_id, error, row_kind))
-        finally:
-            lock.release()
-    if rows:
-        archive.manifest.append(rows)
-        archive.manifest.save()
+    """Each bad row a failed row of its kind and its file removed, a few at a time, while no
+    run fetches them: their locks held, their rows read again (a row another run finished
+    since it was checked is left as it is)."""
+    for start in range(0, len(bad), REPAIRED_AT_ONCE):
+        with ExitStack() as held:
+            unchanged = {}
+            for check, kind, error in bad[start : start + REPAIRED_AT_ONCE]:
+                lock = archive.audio.lock(Path(_name(check.path)).stem)
+                if not try_acquire(lock):
+                    log.info("%r is being fetched: left to that run", check.recording_id)
+                    continue
+                held.callback(lock.release)
+                unchanged[check.recording_id] = (check, kind, error)
+            if not unchanged:
+                continue
+            now = archive.manifest.read_rows(store.as_ids(list(unchanged)))
+            for key, finished in zip(*(now.column(c).to_pylist() for c in _WHEN), strict=True):
+                if finished != unchanged[key][0].fetched_at:
+                    log.info("%r was fetched again since it was checked: left", key)
+                    del unchanged[key]
+            rows = []
+            for check, kind, error in unchanged.values():
+                archive.audio.remove(check.path)
+                row_kind = Kind.MISSING if kind == "missing" else Kind.CORRUPT
+                rows.append(error_row(check.recording_id, error, row_kind))
+            archive.manifest.append(rows)
+            archive.manifest.save()
 
 
 def _leftovers(archive: Archive, remove: bool) -> list[Path]:

@@ -267,3 +267,25 @@ def test_the_log_lines_of_a_pipeline_say_what_is_checked(emulator, out_dir, mani
     assert f"checking {len(emulator.recordings)} recordings" in err
     total = sum(recording.size for recording in emulator.recordings.values())
     assert f"{total / 1e6:.1f} MB received" in err
+
+
+def test_repair_leaves_a_row_another_run_finished_since_it_was_checked(
+    emulator, out_dir, manifest_path
+):
+    """A run that fetches the missing recording again between the check and the repair: its
+    fresh row and file stay."""
+    manifest = fetch(emulator, list(emulator.recordings), out_dir, manifest_path)
+    gone, path = manifest.loc[0, "recording_id"], Path(manifest.loc[0, "path"])
+    path.unlink()
+
+    class FetchWhenChecked(siro_data.LogProgress):
+        def close(self) -> None:  # the check is over, the repair not begun
+            super().close()
+            fetch(emulator, [gone], out_dir, manifest_path)
+
+    report = siro_data.verify(manifest_path, out_dir, repair=True, progress=FetchWhenChecked())
+
+    assert report.missing == (gone,)  # what the check saw
+    rows = siro_data.read_manifest(manifest_path).set_index("recording_id")
+    assert rows.loc[gone, "status"] == "ok" and path.exists()
+    assert siro_data.verify(manifest_path, out_dir, progress=False).ok
