@@ -180,7 +180,8 @@ def verify(
     Raises
     ------
     ValueError
-        There is no manifest at ``manifest_path``.
+        There is no manifest at ``manifest_path``, or it is a folder of them (a Dask run's,
+        not handled).
 
     Notes
     -----
@@ -220,6 +221,11 @@ def verify(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     archive = Archive(out_dir, manifest_path, storage_options)
+    if os.path.isdir(archive.manifest_path):
+        raise ValueError(
+            f"{archive.manifest_path} is a folder (a Dask run's manifests): verify checks one"
+            " manifest file"
+        )
     if not archive.manifest.exists():
         raise ValueError(f"there is no manifest at {archive.manifest_path}")
     rows = archive.manifest.read_rows()

@@ -289,3 +289,9 @@ def test_repair_leaves_a_row_another_run_finished_since_it_was_checked(
     rows = siro_data.read_manifest(manifest_path).set_index("recording_id")
     assert rows.loc[gone, "status"] == "ok" and path.exists()
     assert siro_data.verify(manifest_path, out_dir, progress=False).ok
+
+
+def test_a_folder_of_manifests_is_refused_in_a_sentence(tmp_path):
+    (tmp_path / "manifests").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        siro_data.verify(tmp_path / "manifests", tmp_path / "audio", progress=False)
