@@ -295,3 +295,22 @@ def test_a_folder_of_manifests_is_refused_in_a_sentence(tmp_path):
     (tmp_path / "manifests").mkdir()
     with pytest.raises(ValueError, match="is a folder"):
         siro_data.verify(tmp_path / "manifests", tmp_path / "audio", progress=False)
+
+
+def test_stop_ends_the_check_and_the_report_says_so(emulator, out_dir, manifest_path):
+    fetch(emulator, list(emulator.recordings), out_dir, manifest_path)
+
+    class StopAfterOne(siro_data.LogProgress):
+        def start(self, total, done, stop) -> None:
+            super().start(total, done, stop)
+            self.stop = stop
+
+        def finished(self, row) -> None:  # the panel's Stop, pressed once a row is checked
+            super().finished(row)
+            self.stop()
+
+    report = siro_data.verify(manifest_path, out_dir, workers=1, progress=StopAfterOne())
+
+    assert report.stopped and not report.ok
+    assert 1 <= report.checked < len(emulator.recordings)
+    assert "(stopped before the end)" in report.summary().splitlines()[0]
