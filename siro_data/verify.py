@@ -64,8 +64,9 @@ class VerifyReport:
         Files in ``out_dir`` that no row claims (the archive's own dot files aside).
     repaired : bool
         Bad rows were turned into failed rows and their files removed, leftovers removed.
-    orphans_deleted : bool
-        The orphans were deleted.
+    deleted : tuple of str
+        The orphans deleted (``delete_orphans``): those still unclaimed when the manifest was
+        read again, whose recording no run was fetching.
     stopped : bool
         The check was stopped (the panel's Stop) before every row was checked.
 
@@ -90,7 +91,7 @@ class VerifyReport:
     leftovers: tuple[str, ...] = ()
     orphans: tuple[str, ...] = ()
     repaired: bool = False
-    orphans_deleted: bool = False
+    deleted: tuple[str, ...] = ()
     stopped: bool = False
 
     @property
@@ -127,8 +128,8 @@ class VerifyReport:
                 f"repaired: {bad} rows marked failed (missing, corrupt), their files and the"
                 f" leftovers removed; the next fetch or sync fetches them again"
             )
-        if self.orphans_deleted and self.orphans:
-            lines.append(f"orphans deleted: {len(self.orphans)}")
+        if self.deleted:
+            lines.append(f"orphans deleted: {len(self.deleted)}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -242,7 +243,7 @@ def verify(
             *(good.column(name).to_pylist() for name in columns), strict=True
         )
     ]
-    claimed = {_name(path) for name in ("path", "audio_path") for path in _valid(rows, name)}
+    claimed = _claimed(rows)
     del rows, good
     reporter = reporter_for(progress, archive.manifest_path)
     if isinstance(reporter, LogProgress):
@@ -253,9 +254,7 @@ def verify(
     orphans = _orphans(archive, files, claimed)
     if repair:
         _repair(archive, found.bad)
-    if delete_orphans:
-        for path in orphans:
-            archive.audio.remove(path)
+    deleted = _delete(archive, orphans) if delete_orphans and orphans else []
     by_kind = {kind: tuple(c.recording_id for c, k, _ in found.bad if k == kind) for kind in _KINDS}
     report = VerifyReport(
         checked=found.checked,
@@ -265,7 +264,7 @@ def verify(
         leftovers=tuple(os.fspath(path) for path in leftovers),
         orphans=tuple(orphans),
         repaired=repair,
-        orphans_deleted=delete_orphans,
+        deleted=tuple(deleted),
         stopped=found.checked < len(checks),
     )
     log.info("%s", report.summary().replace("\n", "; "))
@@ -433,6 +432,24 @@ def _leftovers(archive: Archive, remove: bool) -> list[Path]:
     return found
 
 
+def _delete(archive: Archive, orphans: list[str]) -> list[str]:
+    """The orphans deleted: those still unclaimed once the manifest is read again (a run may
+    have finished one since the listing) and whose recording no run is fetching."""
+    claimed = _claimed(archive.manifest.read_rows())
+    deleted = []
+    for path in orphans:
+        name = _name(path)
+        lock = archive.audio.lock(name.split(".", 1)[0])
+        if name in claimed or not try_acquire(lock):
+            continue
+        try:
+            archive.audio.remove(path)
+            deleted.append(path)
+        finally:
+            lock.release()
+    return deleted
+
+
 def _orphans(archive: Archive, files: Mapping[str, int], claimed: set[str]) -> list[str]:
     """The files of ``out_dir`` no row claims, the archive's own aside."""
     own = {_name(archive.manifest_path), _name(listing_path(archive.manifest_path))}
@@ -458,5 +475,7 @@ def _name(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _valid(rows: pa.Table, column: str) -> list[str]:
-    return rows.column(column).drop_null().to_pylist()
+def _claimed(rows: pa.Table) -> set[str]:
+    """The file names the rows name: their downloads and their WAV/FLAC copies."""
+    columns = ("path", "audio_path")
+    return {_name(path) for name in columns for path in rows.column(name).drop_null().to_pylist()}

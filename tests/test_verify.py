@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import TOKEN, assert_identical, cli, fetch, finish
+from support import TOKEN, assert_identical, cli, fetch, final_path, finish
 
 import siro_data
 from siro_data.archive import Archive
@@ -314,3 +314,25 @@ def test_stop_ends_the_check_and_the_report_says_so(emulator, out_dir, manifest_
     assert report.stopped and not report.ok
     assert 1 <= report.checked < len(emulator.recordings)
     assert "(stopped before the end)" in report.summary().splitlines()[0]
+
+
+def test_an_orphan_a_run_claims_before_the_deletion_is_kept(emulator, out_dir, manifest_path):
+    """A file no row named when the folder was listed, whose row a run writes before the
+    orphans are deleted (as a run killed between the rename and its row, then resumed): kept."""
+    ids = list(emulator.recordings)
+    fetch(emulator, ids[:-1], out_dir, manifest_path)
+    late = emulator.recordings[ids[-1]]
+    path = final_path(out_dir, late)
+    path.write_bytes(late.data)
+
+    class FetchWhenChecked(siro_data.LogProgress):
+        def close(self) -> None:  # the folder listed, the orphans not yet deleted
+            super().close()
+            fetch(emulator, [late.id], out_dir, manifest_path)
+
+    report = siro_data.verify(
+        manifest_path, out_dir, delete_orphans=True, progress=FetchWhenChecked()
+    )
+
+    assert report.orphans == (str(path),) and report.deleted == ()
+    assert path.exists() and siro_data.verify(manifest_path, out_dir, progress=False).ok
