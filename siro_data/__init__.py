@@ -13,7 +13,8 @@ one file, resumable), :func:`duration` (one audio file → seconds),
 :class:`Reporter`: :class:`Panel` (with a Stop button) in a notebook,
 :class:`TqdmProgress` in a terminal, :class:`LogProgress` in a pipeline's log,
 or your own. :func:`to_hf_dataset` and :func:`to_nemo_manifest` hand a
-manifest to the speech-data tools.
+manifest to the speech-data tools; :func:`verify` checks an archive's files against its
+manifest.
 """
 
 from ._version import __version__
@@ -40,6 +41,7 @@ from .rows import COLUMNS
 from .summary import summarize
 from .sync import SyncResult, read_recordings, sync
 from .tokens import TokenMinter
+from .verify import VerifyReport, verify
 from .widgets import Panel
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "TokenMinter",
     "TqdmProgress",
     "UnavailableError",
+    "VerifyReport",
     "__version__",
     "convert",
     "download",
@@ -79,5 +82,6 @@ __all__ = [
     "sync",
     "to_hf_dataset",
     "to_nemo_manifest",
+    "verify",
     "write_manifest",
 ]

@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import journal, store
-from .disk import ensure_writable_dir
+from .disk import ensure_writable_dir, leftovers
 from .exceptions import DownloadError
 from .filesystems import Bucket, PreconditionFailed, Stat
 from .locks import held_if_free, recording_lock, sweep
@@ -351,6 +351,23 @@ class BucketAudio:
         if stat.size != size or (stat.md5 is not None and stat.md5 != md5):
             raise DownloadError(f"the bucket's copy of {final} is not the file uploaded")
         partial.unlink(missing_ok=True)
+
+    def files(self) -> dict[str, int]:
+        """Every object right under the prefix with its size: a listing (a request per
+        1,000 objects)."""
+        return self.bucket.sizes(self.url)
+
+    def leftovers(self) -> list[Path]:
+        """The partials staged on this machine: a run's at work, or a killed one's."""
+        return [path for path in leftovers(self.staging) if path.suffix == ".part"]
+
+    def reader(self, url: str) -> IO[bytes]:
+        """The object opened to read (ranges of :data:`siro_data.filesystems.UPLOAD_BLOCK`)."""
+        return self.bucket.open(url)
+
+    def remove(self, url: str) -> None:
+        """Remove the object (nothing when it is already gone)."""
+        self.bucket.remove(url)
 
     @contextmanager
     def localized(self, path: str) -> Iterator[Path]:

@@ -1,5 +1,5 @@
-"""The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all` and
-:func:`sync`, nothing more.
+"""The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all`,
+:func:`sync` and :func:`verify`, nothing more.
 
 Every way a command ends is one of :data:`EXIT_CODES`, said in one sentence on
 stderr when it is not success (the traceback only with ``-v``): a scheduler
@@ -31,6 +31,7 @@ from .rows import UNAVAILABLE_KINDS, Status
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, sync
 from .tokens import MINTER_ENV, TOKEN_ENV
+from .verify import verify
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_SETUP, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_BUG, EXIT_INTERRUPTED = 70, 130
@@ -84,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "sync":
             return _sync(args)
+        if args.command == "verify":
+            return _verify(args)
         ids = read_ids(args.ids, args.id_column)
         return _fetch(ids, args, id_column=args.id_column, api_url=args.api_url)
     except KeyboardInterrupt as exc:
@@ -173,6 +176,21 @@ def _sync(args: argparse.Namespace) -> int:
     return exit_status(synced.tried)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    report = verify(
+        args.manifest,
+        args.out_dir,
+        repair=args.repair,
+        delete_orphans=args.delete_orphans,
+        workers=args.workers,
+        progress=_reporter(args),
+        storage_options=storage_options(args.storage_option),
+    )
+    print(report.summary())
+    print(f"manifest: {location(args.manifest)}")
+    return EXIT_OK if report.ok else EXIT_SOME_FAILED
+
+
 def exit_status(rows: pd.DataFrame) -> int:
     """0 when every row is ok; 3 when nothing got through and every failure was the API's
     (the API was unreachable); else 1 when some row failed.
@@ -242,6 +260,18 @@ _EXIT_TEXT = "exit status:\n\n" + "\n".join(  # a definition list, for the docs'
 )
 
 
+_VERIFY_EXIT_TEXT = "exit status:\n\n" + "\n".join(
+    f"{code}\n{textwrap.fill(meaning, 79, initial_indent=' ' * 4, subsequent_indent=' ' * 4)}"
+    for code, meaning in {
+        EXIT_OK: "every complete row's file is whole; no leftover, no orphan",
+        EXIT_SOME_FAILED: "something is wrong (even if repaired): the lines above say what",
+        EXIT_SETUP: "no manifest there, bad arguments, a file that cannot be read",
+        EXIT_BUG: EXIT_CODES[EXIT_BUG],
+        EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT): run again",
+    }.items()
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors are one line on stderr like every other failure."""
 
@@ -258,9 +288,10 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"siro-data {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
 
-    common = _Parser(add_help=False)
-    common.add_argument("--out-dir", default="data/recordings", help="where audio files go")
-    common.add_argument("--manifest", default="data/manifest.parquet", help="manifest path")
+    places = _Parser(add_help=False)  # every command's: where the archive is, what it shows
+    places.add_argument("--out-dir", default="data/recordings", help="where audio files go")
+    places.add_argument("--manifest", default="data/manifest.parquet", help="manifest path")
+    common = _Parser(add_help=False, parents=[places])  # the commands that fetch
     common.add_argument("--workers", type=int, default=16, help="recordings in flight at once")
     common.add_argument(
         "--requests-per-minute",
@@ -273,21 +304,22 @@ def parser() -> argparse.ArgumentParser:
         choices=["wav", "flac"],
         help="also write a WAV or FLAC copy of each recording (the audio_path column)",
     )
-    common.add_argument(
+    shown = _Parser(add_help=False)
+    shown.add_argument(
         "--progress",
         choices=["auto", "bars", "log", "none"],
         default="auto",
         help="tqdm bars, or one plain log line every --log-interval seconds"
         " (auto: bars on a terminal, log lines elsewhere)",
     )
-    common.add_argument(
+    shown.add_argument(
         "--log-interval",
         type=float,
         default=LOG_INTERVAL_SECONDS,
         metavar="SECONDS",
         help="seconds between two progress lines (default: %(default)g)",
     )
-    common.add_argument(
+    shown.add_argument(
         "--storage-option",
         action="append",
         default=[],
@@ -295,8 +327,9 @@ def parser() -> argparse.ArgumentParser:
         help="for gs:// and s3:// places, an fsspec storage option (endpoint_url=..., "
         "project=...); repeat for more. Credentials come from the provider's own variables",
     )
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
-    common.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    shown.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
+    shown.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    common = _Parser(add_help=False, parents=[common, shown])
 
     overwrite = _Parser(add_help=False)
     overwrite.add_argument("--overwrite", action="store_true", help="fetch complete rows again")
@@ -344,6 +377,30 @@ def parser() -> argparse.ArgumentParser:
         help="retry curable failures of recordings younger than this (default: %(default)g)",
     )
     synced.add_argument("--api-url", default=None, help="default: $SIRO_API_URL or Siro's API")
+
+    checked = commands.add_parser(
+        "verify",
+        parents=[places, shown],
+        help="check every complete recording's file against the manifest's size and sha256",
+        description=textwrap.fill(
+            "Check every complete row's file in --out-dir against its size (from one listing) "
+            "and its sha256 (read in parallel); find partial and temporary files no run is at "
+            "work on, and files no row claims. One line per kind of problem, with examples.",
+            79,
+        ),
+        epilog=_VERIFY_EXIT_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    checked.add_argument("--workers", type=int, default=4, help="files read at once")
+    checked.add_argument(
+        "--repair",
+        action="store_true",
+        help="turn bad rows into failed rows (error_kind missing or corrupt) and remove their "
+        "files and the leftovers: the next fetch or sync fetches them again",
+    )
+    checked.add_argument(
+        "--delete-orphans", action="store_true", help="delete the files no row claims"
+    )
 
     commands.add_parser(
         "demo",

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -252,6 +252,31 @@ class DiskAudio:
         """The complete, checked partial renamed into place."""
         os.replace(partial, final)
 
+    def files(self) -> dict[str, int]:
+        """Every file right in the folder with its size (a ``stat`` each); folders aside."""
+        found: dict[str, int] = {}
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    size = _entry_size(entry)
+                    if size is not None:
+                        found[entry.path] = size
+        except FileNotFoundError:  # no folder: no file
+            pass
+        return found
+
+    def leftovers(self) -> list[Path]:
+        """Partials and temporary files beside the audio: a run's at work, or a killed one's."""
+        return leftovers(self.folder)
+
+    def reader(self, path: str) -> IO[bytes]:
+        """``path`` opened to read, unbuffered: the caller reads large blocks."""
+        return open(path, "rb", buffering=0)
+
+    def remove(self, path: str) -> None:
+        """Remove ``path`` (nothing when it is already gone)."""
+        Path(path).unlink(missing_ok=True)
+
     @contextmanager
     def localized(self, path: str) -> Iterator[Path]:
         """A local file with ``path``'s bytes: the file itself."""
@@ -269,6 +294,26 @@ def manifest_parts(folder: Path) -> list[Path]:
     saved = {path.name for path in folder.glob("*.parquet")}
     journaled = {p.name[1 : -len(".journal")] for p in folder.glob(".*.parquet.journal")}
     return [folder / name for name in sorted(saved | journaled)]
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """The partials (``<stem>.part``) and temporary files (``*.tmp``) right in ``folder``."""
+    try:
+        with os.scandir(folder) as entries:
+            names = [entry.name for entry in entries]
+    except FileNotFoundError:
+        return []
+    return [folder / name for name in sorted(names) if name.endswith((".part", ".tmp"))]
+
+
+def _entry_size(entry: os.DirEntry[str]) -> int | None:
+    """A directory entry's size; None for a folder, or a file gone since it was listed."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        return entry.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return None
 
 
 def _stored_size(path: str) -> int | None:

@@ -66,12 +66,24 @@ def acquire(lock: TemporaryFileLock, poll: float, check: Callable[[], None]) -> 
             raise OSError(errno.ENOLCK, str(exc.__cause__ or exc), lock.filename) from exc
 
 
+def try_acquire(lock: TemporaryFileLock) -> bool:
+    """Take ``lock`` if nobody holds it, without waiting: whether it was taken.
+
+    A lock the file system refuses is an ``OSError`` naming its file, as in :func:`acquire`.
+    """
+    try:
+        lock.acquire(timeout=0, fail_when_locked=True)
+    except AlreadyLocked:
+        return False
+    except LockException as exc:
+        raise OSError(errno.ENOLCK, str(exc.__cause__ or exc), lock.filename) from exc
+    return True
+
+
 @contextmanager
 def held_if_free(lock: TemporaryFileLock) -> Iterator[bool]:
     """Hold ``lock`` for the block if nobody holds it (True); else hold nothing (False)."""
-    try:
-        lock.acquire(timeout=0)
-    except AlreadyLocked:
+    if not try_acquire(lock):
         yield False
         return
     try:

@@ -134,6 +134,8 @@ class LogProgress:
         Seconds between two progress lines.
     manifest_path : path-like, optional
         Named in the last line (``fetch_all`` passes its own).
+    action : str
+        What the first line says the run is doing (``verify`` says "checking").
 
     Examples
     --------
@@ -154,10 +156,14 @@ class LogProgress:
     """
 
     def __init__(
-        self, interval: float = LOG_INTERVAL_SECONDS, manifest_path: str | os.PathLike | None = None
+        self,
+        interval: float = LOG_INTERVAL_SECONDS,
+        manifest_path: str | os.PathLike | None = None,
+        action: str = "fetching",
     ) -> None:
         self.interval = interval
         self.manifest_path = manifest_path
+        self.action = action
         self._tally = Tally()
         self._next_line = 0.0
         self._fallback: logging.Handler | None = None
@@ -172,7 +178,7 @@ class LogProgress:
             log.addHandler(self._fallback)
             self._level = log.level
             log.setLevel(logging.INFO)
-        log.info("fetching %d recordings (%d already complete)", total, done)
+        log.info("%s %d recordings (%d already complete)", self.action, total, done)
 
     def finished(self, row: Mapping[str, Any]) -> None:
         self._tally.finished(row)

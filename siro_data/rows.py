@@ -72,6 +72,8 @@ class Kind:
     CONVERSION = "conversion"
     UNEXPECTED = "unexpected"
     STOPPED = "stopped"
+    MISSING = "missing"
+    CORRUPT = "corrupt"
     #: Errors that stop the run or are cured at once, never a row's kind.
     UNAUTHORIZED = "unauthorized"
     UNAVAILABLE = "unavailable"
@@ -94,6 +96,8 @@ KINDS: dict[str, str] = {
     Kind.CONVERSION: "the download is complete but its WAV/FLAC copy failed",
     Kind.UNEXPECTED: "an error nobody foresaw (logged with its traceback)",
     Kind.STOPPED: "not fetched: the run was stopped before this id; run again to resume",
+    Kind.MISSING: "verify found the complete file gone: the next run fetches it again",
+    Kind.CORRUPT: "verify found the file's size or sha256 changed: removed, fetched again",
 }
 
 #: Kinds errors carry that no row ever shows: a rejected token stops the whole run

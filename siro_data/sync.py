@@ -64,8 +64,8 @@ DEFAULT_OVERLAP = pd.Timedelta(days=3)
 #: recording is younger than this (by Siro's dates); then they keep their last error.
 DEFAULT_RETRY_FOR = pd.Timedelta(days=7)
 #: Failures a later sync may cure: audio not ready yet (a 200 with ``data.error``), storage
-#: or network trouble, a server's bad hour, a stop. Not found, forbidden and malformed
-#: requests are final: not asked again.
+#: or network trouble, a server's bad hour, a stop, a file :func:`siro_data.verify` found
+#: gone or changed. Not found, forbidden and malformed requests are final: not asked again.
 RETRIED_KINDS = frozenset(
     {
         Kind.API_ERROR,
@@ -77,6 +77,8 @@ RETRIED_KINDS = frozenset(
         Kind.CONVERSION,
         Kind.UNEXPECTED,
         Kind.STOPPED,
+        Kind.MISSING,
+        Kind.CORRUPT,
     }
 )
 

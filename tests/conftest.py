@@ -34,6 +34,7 @@ from support import (
     serve,
 )
 
+from siro_data.archive import STAGING_ENV
 from siro_data.emulator import Emulator, Recording, sample_recordings
 
 pin_to_loopback(os.environ)
@@ -135,3 +136,11 @@ def bucket(request, monkeypatch) -> Bucket:
     for name, value in made.env.items():
         monkeypatch.setenv(name, value)
     return made
+
+
+@pytest.fixture
+def staging(tmp_path, monkeypatch):
+    """This machine's staging folder for the test (partials and locks of a bucket's audio)."""
+    folder = tmp_path / "staging"
+    monkeypatch.setenv(STAGING_ENV, str(folder))
+    return folder
