@@ -319,6 +319,13 @@ class BucketAudio:
             raise DownloadError(f"the bucket's copy of {final} is not the file uploaded")
         partial.unlink(missing_ok=True)
 
+    def remove(self, final: str) -> bool:
+        """Remove an object of the prefix (a recording's audio, its copy); whether it was there."""
+        if self.bucket.stat(final) is None:
+            return False
+        self.bucket.remove(final)
+        return True
+
     @contextmanager
     def localized(self, path: str) -> Iterator[Path]:
         """A local file with the object's bytes, for as long as the block runs."""

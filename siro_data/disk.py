@@ -252,6 +252,14 @@ class DiskAudio:
         """The complete, checked partial renamed into place."""
         os.replace(partial, final)
 
+    def remove(self, final: str) -> bool:
+        """Remove a file of the folder (a recording's audio, its copy); whether it was there."""
+        try:
+            os.unlink(final)
+        except FileNotFoundError:
+            return False
+        return True
+
     @contextmanager
     def localized(self, path: str) -> Iterator[Path]:
         """A local file with ``path``'s bytes: the file itself."""

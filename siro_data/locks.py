@@ -66,6 +66,17 @@ def acquire(lock: TemporaryFileLock, poll: float, check: Callable[[], None]) -> 
             raise OSError(errno.ENOLCK, str(exc.__cause__ or exc), lock.filename) from exc
 
 
+def try_acquire(lock: TemporaryFileLock) -> bool:
+    """Take ``lock`` if nobody holds it, without waiting; whether it was taken."""
+    try:
+        lock.acquire(timeout=0, fail_when_locked=True)
+    except AlreadyLocked:
+        return False
+    except LockException as exc:
+        raise OSError(errno.ENOLCK, str(exc.__cause__ or exc), lock.filename) from exc
+    return True
+
+
 def sweep(folder: Path) -> None:
     """Remove the lock files in ``folder`` that nobody holds.
 
