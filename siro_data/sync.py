@@ -18,6 +18,10 @@ that follows what is new:
 4. **Move the watermark**, atomically, once the fetch is over: a sync killed at
    any moment lists again from where the last finished one left, and resumes.
 
+On request, what the archive lets go of (:mod:`siro_data.retention`): ``reconcile``
+lists the whole history and marks ``deleted`` what Siro lists no more, ``prune``
+removes their audio, ``keep`` applies a retention rule. By default nothing is removed.
+
 Listing and signing go through one client, so together they stay under the
 token's rate limit. Ages are measured on Siro's own dates, never on this
 machine's clock.
@@ -40,6 +44,14 @@ from .download import Downloader
 from .inputs import check_settings
 from .listing import DateLike, as_utc, recording_query, recordings_frame
 from .progress import ProgressChoice, Reporter, reporter_for
+from .retention import (
+    Removal,
+    expire,
+    parse_age,
+    prune_deleted,
+    reconcile_start,
+    tombstone_unlisted,
+)
 from .rows import Kind, Status, from_arrow
 from .sessions import DEFAULT_TIMEOUT
 from .summary import summarize
@@ -112,6 +124,10 @@ class SyncResult:
         The listing's lower bound (exclusive).
     watermark : pandas.Timestamp or None
         The newest ``dateCreated`` seen: where the next sync starts, less the overlap.
+    deleted : pandas.DataFrame or None
+        With ``reconcile``: the rows it marked ``deleted`` (no longer listed by Siro).
+    removed : tuple of Removal
+        With ``keep`` and ``prune``: the audio each removed.
     """
 
     recordings: pd.DataFrame
@@ -123,6 +139,8 @@ class SyncResult:
     retried: int
     since: pd.Timestamp
     watermark: pd.Timestamp | None
+    deleted: pd.DataFrame | None = None
+    removed: tuple[Removal, ...] = ()
 
     @property
     def fetched(self) -> int:
@@ -149,6 +167,9 @@ class SyncResult:
         ]
         if len(self.known_failed):
             lines.append(known_failures_line(self.known_failed))
+        if self.deleted is not None:
+            lines.append(f"reconciled: {len(self.deleted)} no longer listed by Siro, now deleted")
+        lines += [removal.summary() for removal in self.removed]
         lines += [audio, f"watermark: {iso(self.watermark)}"]
         return "\n".join(lines)
 
@@ -187,6 +208,9 @@ def sync(
     requests_per_minute: int = 1000,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     storage_options: dict[str, Any] | None = None,
+    reconcile: bool = False,
+    prune: bool = False,
+    keep: str | pd.Timedelta | None = None,
 ) -> SyncResult:
     """Fetch the recordings that appeared since the last sync into ``out_dir``.
 
@@ -214,6 +238,21 @@ def sync(
         :data:`siro_data.sync.RETRIED_KINDS`).
     client : SiroClient, optional
         A client to list and sign with instead of one made from ``token``.
+    reconcile : bool
+        List the whole history again (from just before the earliest recording the kept
+        listing holds) and mark ``deleted`` the recordings a sync listed before that Siro
+        lists no more: tombstones, never fetched again, their audio kept unless ``prune``.
+        It costs a list call per 100 recordings (10,000 calls for 1,000,000: about 10
+        minutes at the token's 1000 requests a minute) and a ``stat`` of each complete
+        file. Filters other than ``team_id`` are refused: what they leave out would look
+        deleted.
+    prune : bool
+        After the fetch, remove the audio of every ``deleted`` row, its WAV/FLAC copy and
+        partial download; the rows stay as tombstones. Off by default; a WARNING says what
+        it removes.
+    keep : str or pandas.Timedelta, optional
+        A retention rule (``"90d"``), applied once the listing is kept and before the
+        fetch, so that nothing past it is downloaded: :func:`siro_data.prune`.
 
     Returns
     -------
@@ -241,10 +280,13 @@ def sync(
     (12, 0, 1)
     """
     check_settings(workers, convert_to)
+    limit = None if keep is None else parse_age("keep", keep)
     archive = Archive(out_dir, manifest_path, storage_options)
     # The filters, checked before anything else; each set has its own watermark.
     query = recording_query(since, None, team_id, organization_id, conversation_type, result)
     filters = {key: value for key, value in query.items() if not key.startswith(("limit", "date"))}
+    if reconcile and set(filters) - {"teamId"}:
+        raise ValueError("reconcile takes no filter but team_id: what one leaves out looks deleted")
     listing, state = archive.listing(LISTING_SCHEMA, LISTING_REPEATING), archive.watermark(filters)
     watermark = read_watermark(state)
     start = _start(since, watermark, overlap)
@@ -253,9 +295,12 @@ def sync(
     state.check("sync state")
 
     settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
+    teams, first = _teams(team_id), reconcile_start(listing, start) if reconcile else start
     with opened(client, token, api_url, **settings) as api:
-        listed, calls = _list(api, start, _teams(team_id), filters)
+        listed, calls = _list(api, first, teams, filters)
         keep_listing(listing, listed)
+        deleted = tombstone_unlisted(archive, listing, listed, first, teams) if reconcile else None
+        removed = () if limit is None else (expire(archive, listing, limit),)
         newest = _newest(listed, watermark)
         horizon = None if newest is None else newest - retry_for
         plan = _to_fetch(archive, listing, listed, horizon)
@@ -269,6 +314,7 @@ def sync(
                 workers=workers,
                 steps=processors.for_settings(convert_to, archive.audio),
             )
+    removed += (prune_deleted(archive),) if prune else ()
     move_watermark(state, newest, filters)
     # Every listed recording, final failures included (not asked again, still failed), and
     # every retried one, as the manifest now has it.
@@ -286,8 +332,10 @@ def sync(
         list_calls=calls,
         new=plan.new,
         retried=plan.retried,
-        since=start,
+        since=first,
         watermark=newest,
+        deleted=deleted,
+        removed=removed,
     )
     log.info(
         "sync: listed %d, fetched %d new, retried %d, %d failed, %d known failures",
@@ -309,8 +357,10 @@ def read_recordings(
     ``user_id``, the rep's names, ``team_id``, ``result``, ``duration_api``)
     beside where and how (the manifest's: ``path``, ``duration``, ``error``, ...),
     one row per recording. A listed recording no run has fetched yet says so in
-    its ``error`` (``error_kind`` "stopped": run again). ``manifest_path`` may be
-    a bucket URL, read with ``storage_options``.
+    its ``error`` (``error_kind`` "stopped": run again). Tombstones (recordings
+    Siro deleted, audio the retention rule removed) are left out:
+    :func:`siro_data.read_manifest` shows them. ``manifest_path`` may be a bucket
+    URL, read with ``storage_options``.
 
     Examples
     --------
@@ -325,7 +375,9 @@ def read_recordings(
     (12, np.True_, True)
     """
     listing = listing_table(manifest_path, LISTING_SCHEMA, LISTING_REPEATING, storage_options)
-    return _joined(open_manifest(manifest_path, storage_options), listing)
+    joined = _joined(open_manifest(manifest_path, storage_options), listing)
+    alive = ~joined["status"].isin([Status.DELETED, Status.EXPIRED]).to_numpy(dtype=bool)
+    return joined[alive].reset_index(drop=True)
 
 
 def _joined(manifest: Manifest, listing: Table, ids: list[str] | None = None) -> pd.DataFrame:
