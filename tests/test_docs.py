@@ -49,7 +49,7 @@ PAGES = [
     if path.exists()
 ]
 #: The commands whose flags a page may name.
-COMMANDS = ("fetch", "sync", "demo", "emulator")
+COMMANDS = ("fetch", "sync", "demo", "prune", "emulator")
 
 
 @dataclass(frozen=True)
