@@ -1,5 +1,5 @@
 """Shared fixtures: a fresh emulator per test, the folders a run writes to, another origin,
-local S3 and GCS servers and a fresh bucket on each.
+local S3 and GCS servers and a fresh bucket on each, this machine's staging folder for a bucket.
 
 The emulator serves the ``recordings`` fixture: a module that needs other recordings overrides
 ``recordings``; a test that needs a second set (or an Emulator subclass) asks ``start_emulator``.
@@ -34,6 +34,7 @@ from support import (
     serve,
 )
 
+from siro_data.archive import STAGING_ENV
 from siro_data.emulator import Emulator, Recording, sample_recordings
 
 pin_to_loopback(os.environ)
@@ -135,3 +136,11 @@ def bucket(request, monkeypatch) -> Bucket:
     for name, value in made.env.items():
         monkeypatch.setenv(name, value)
     return made
+
+
+@pytest.fixture
+def staging(tmp_path, monkeypatch):
+    """This machine's staging folder for the test (partials and locks of a bucket's audio)."""
+    folder = tmp_path / "staging"
+    monkeypatch.setenv(STAGING_ENV, str(folder))
+    return folder

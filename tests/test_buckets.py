@@ -83,14 +83,6 @@ def requests_to(bucket, what: str) -> int:
     return bucket.server.requests(fragment[what]) - probes
 
 
-@pytest.fixture
-def staging(tmp_path, monkeypatch):
-    """This machine's staging folder for the test (partials and locks of a bucket's audio)."""
-    folder = tmp_path / "staging"
-    monkeypatch.setenv(STAGING_ENV, str(folder))
-    return folder
-
-
 def test_a_run_into_a_bucket_leaves_checked_objects_and_a_manifest_every_reader_reads(
     bucket, emulator, staging
 ):
