@@ -23,6 +23,8 @@ from siro_data.naming import file_stem
 #: The sample recordings' dates end here.
 END = datetime(2025, 6, 1, tzinfo=timezone.utc)
 SINCE = END - timedelta(days=60)
+#: A retry window that reaches every recording: a tombstone must not be asked even so.
+TEN_YEARS = pd.Timedelta(days=3650)
 
 
 @pytest.fixture
@@ -84,7 +86,7 @@ def test_reconcile_tombstones_a_deleted_recording_and_keeps_its_audio_by_default
 
     # Listed again on purpose: nothing asks Siro for it again, nor does a fetch of the ids.
     emulator.stats.reset()
-    again = synced(emulator, tmp_path, since=SINCE, reconcile=True)
+    again = synced(emulator, tmp_path, since=SINCE, reconcile=True, retry_for=TEN_YEARS)
     assert len(again.deleted) == 0
     ids = list(manifest["recording_id"])
     back = fetch(emulator, ids, tmp_path / "audio", tmp_path / "manifest.parquet")
@@ -117,8 +119,8 @@ def test_prune_removes_the_audio_copies_and_partials_of_deleted_recordings_keepi
     assert row["error"] == "deleted in Siro: no longer in its listing; audio removed"
     assert row["size_bytes"] == gone.size  # what it was, kept as history
 
-    emulator.stats.reset()
-    after = synced(emulator, tmp_path, since=SINCE, prune=True)
+    emulator.stats.reset()  # a sync that would retry any failure of the last ten years
+    after = synced(emulator, tmp_path, since=SINCE, prune=True, retry_for=TEN_YEARS)
     assert gone.id not in emulator.stats.api_calls and after.removed[0].files == 0
     assert files_of(tmp_path, gone.id) == []
 

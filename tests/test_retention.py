@@ -24,6 +24,7 @@ from siro_data.naming import file_stem
 
 NOW = datetime.now(timezone.utc)
 SINCE = NOW - timedelta(days=200)
+TEN_YEARS = pd.Timedelta(days=3650)
 
 
 @pytest.fixture
@@ -72,9 +73,10 @@ def test_a_retention_run_removes_old_audio_and_no_later_sync_fetches_it(emulator
     assert rows.loc["old-0", "error"].startswith("expired: audio removed by the retention rule")
     assert rows.loc["old-0", "path"] is pd.NA and rows.loc["old-0", "sha256"] is not pd.NA
 
-    # The next sync lists them again (since= reaches back): no signing call for any.
+    # The next sync lists them again (since= reaches back) and would retry any failure of
+    # the last ten years: no signing call for any.
     emulator.stats.reset()
-    again = synced(emulator, tmp_path, since=SINCE, convert_to="wav")
+    again = synced(emulator, tmp_path, since=SINCE, convert_to="wav", retry_for=TEN_YEARS)
     assert again.listed == 6 and emulator.stats.api_calls == {}
     assert audio_files(tmp_path, "old-") == []
     assert sorted(siro_data.read_recordings(tmp_path / "manifest.parquet").recording_id) == NEW
