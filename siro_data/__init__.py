@@ -5,6 +5,7 @@ The common case is one call::
     import siro_data
     manifest = siro_data.fetch_all(df)          # df has a "recording_id" column
     daily = siro_data.sync(since="2025-05-01")  # what appeared since the last sync
+    siro_data.prune(older_than="90d")           # a retention rule: older audio removed
 
 The building blocks are public too, each usable alone: :class:`SiroClient`
 (one id → one signed URL), :func:`download` and :class:`Downloader` (one URL →
@@ -37,9 +38,11 @@ from .listing import list_recordings
 from .manifest import read_manifest, write_manifest
 from .progress import LogProgress, Reporter, TqdmProgress
 from .ratelimit import RateLimiter
+from .retention import Removal, prune
 from .rows import COLUMNS
 from .summary import summarize
-from .sync import SyncResult, read_recordings, sync
+from .sync import SyncResult, sync
+from .sync_state import read_recordings
 from .tokens import TokenMinter
 from .verify import VerifyReport, verify
 from .widgets import Panel
@@ -57,6 +60,7 @@ __all__ = [
     "NotAudioError",
     "Panel",
     "RateLimiter",
+    "Removal",
     "Reporter",
     "SignedURL",
     "SiroAPIError",
@@ -75,6 +79,7 @@ __all__ = [
     "list_recordings",
     "load_audio",
     "probe",
+    "prune",
     "read_manifest",
     "read_recordings",
     "sign",

@@ -50,7 +50,7 @@ from .disk import (
     manifest_parts as disk_parts,
 )
 from .filesystems import Bucket, is_bucket
-from .rows import REPEATING, SCHEMA, from_arrow
+from .rows import REPEATING, SCHEMA, TOMBSTONES, from_arrow
 
 StorageOptions = Mapping[str, Any] | None
 Manifest = DiskManifest | BucketManifest
@@ -232,15 +232,15 @@ class Archive:
     ) -> pd.DataFrame:
         """The rows of ``wanted`` ids that need no fetching again: complete, their file still
         whole in ``out_dir`` (looked for there by its name, so a folder moved as a whole, its
-        manifest with it, still resumes).
+        manifest with it, still resumes); and tombstones (``deleted``, ``expired``: never
+        fetched again, their files not looked for).
 
         ``source``: the manifest (or folder of them, a Dask run's) to read; this one by default.
         """
-        ids = store.as_ids(wanted).drop_null()
-        if source is None:
-            rows = self.manifest.read_rows(ids)
-        else:
-            rows = read_rows(location(source), ids, self.storage_options)
+        rows = self.rows(wanted, source)
+        kinds = rows.column("error_kind")
+        buried = pc.fill_null(pc.is_in(kinds, pa.array(sorted(TOMBSTONES), kinds.type)), False)
+        tombstones = rows.filter(buried) if pc.any(buried).as_py() else None
         complete = pc.and_(
             pc.and_(rows.column("error").is_null(), rows.column("path").is_valid()),
             rows.column("size_bytes").is_valid(),
@@ -259,7 +259,16 @@ class Archive:
         if not pc.all(intact).as_py():
             candidates = candidates.filter(intact)
         pa.default_memory_pool().release_unused()  # what reading took, back to the system
+        if tombstones is not None:
+            candidates = pa.concat_tables([candidates, tombstones.cast(candidates.schema)])
         return from_arrow(candidates)
+
+    def rows(self, wanted: Iterable[str | None] | pa.Array, source: str | None = None) -> pa.Table:
+        """The latest rows of ``wanted`` ids in the manifest (or ``source``), as Arrow."""
+        ids = store.as_ids(wanted).drop_null()
+        if source is None:
+            return self.manifest.read_rows(ids)
+        return read_rows(location(source), ids, self.storage_options)
 
     def _present(self, rows: pa.Table, chunk: int = 1 << 14) -> list[bool]:
         """Whether each row's file is there with its size, few Python objects at a time."""

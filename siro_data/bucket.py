@@ -365,9 +365,12 @@ class BucketAudio:
         """The object opened to read (ranges of :data:`siro_data.filesystems.UPLOAD_BLOCK`)."""
         return self.bucket.open(url)
 
-    def remove(self, url: str) -> None:
-        """Remove the object (nothing when it is already gone)."""
-        self.bucket.remove(url)
+    def remove(self, final: str) -> bool:
+        """Remove an object of the prefix (a recording's audio, its copy); whether it was there."""
+        if self.bucket.stat(final) is None:
+            return False
+        self.bucket.remove(final)
+        return True
 
     @contextmanager
     def localized(self, path: str) -> Iterator[Path]:

@@ -1,5 +1,5 @@
 """The ``siro-data`` command: argument parsing and a summary over :func:`fetch_all`,
-:func:`sync` and :func:`verify`, nothing more.
+:func:`sync`, :func:`verify` and :func:`prune`, nothing more.
 
 Every way a command ends is one of :data:`EXIT_CODES`, said in one sentence on
 stderr when it is not success (the traceback only with ``-v``): a scheduler
@@ -27,6 +27,7 @@ from .api import fetch_all
 from .archive import listing_path, location
 from .exceptions import AuthError, LocalFileError, SiroAPIError
 from .progress import LOG_INTERVAL_SECONDS, LogProgress, Reporter, reporter_for
+from .retention import prune
 from .rows import UNAVAILABLE_KINDS, Status
 from .summary import summarize
 from .sync import DEFAULT_OVERLAP, DEFAULT_RETRY_FOR, sync
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sync(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "prune":
+            return _prune(args)
         ids = read_ids(args.ids, args.id_column)
         return _fetch(ids, args, id_column=args.id_column, api_url=args.api_url)
     except KeyboardInterrupt as exc:
@@ -152,7 +155,16 @@ def _fetch(
     return exit_status(manifest)
 
 
+#: Said before a sync with ``--prune``: what it removes, before it does.
+PRUNE_LINE = (
+    "--prune: removing the audio of the recordings Siro deleted, their WAV/FLAC copies and"
+    " partial downloads; their rows stay as tombstones"
+)
+
+
 def _sync(args: argparse.Namespace) -> int:
+    if args.prune:
+        print(PRUNE_LINE, flush=True)
     synced = sync(
         args.manifest,
         args.out_dir,
@@ -169,6 +181,9 @@ def _sync(args: argparse.Namespace) -> int:
         storage_options=storage_options(args.storage_option),
         overlap=pd.Timedelta(hours=args.overlap_hours),
         retry_for=pd.Timedelta(days=args.retry_days),
+        reconcile=args.reconcile,
+        prune=args.prune,
+        keep=args.keep,
     )
     print(synced.summary())
     print(f"manifest: {location(args.manifest)}")
@@ -191,9 +206,25 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_SOME_FAILED
 
 
+def _prune(args: argparse.Namespace) -> int:
+    print(
+        f"removing the audio of the recordings created more than {args.older_than} ago", flush=True
+    )
+    removal = prune(
+        args.manifest,
+        args.out_dir,
+        older_than=args.older_than,
+        storage_options=storage_options(args.storage_option),
+    )
+    print(removal.summary())
+    print(f"manifest: {location(args.manifest)}")
+    return EXIT_OK
+
+
 def exit_status(rows: pd.DataFrame) -> int:
-    """0 when every row is ok; 3 when nothing got through and every failure was the API's
-    (the API was unreachable); else 1 when some row failed.
+    """0 when every row is ok (or a tombstone: deleted in Siro, expired); 3 when nothing got
+    through and every failure was the API's (the API was unreachable); else 1 when some row
+    failed.
 
     Examples
     --------
@@ -202,7 +233,8 @@ def exit_status(rows: pd.DataFrame) -> int:
     >>> exit_status(to_frame([down])), exit_status(to_frame([down, {"recording_id": "b"}]))
     (3, 1)
     """
-    failed = rows[rows["status"].ne(Status.OK).to_numpy(dtype=bool)]
+    fine = rows["status"].isin([Status.OK, Status.DELETED, Status.EXPIRED])
+    failed = rows[~fine.to_numpy(dtype=bool)]
     if failed.empty:
         return EXIT_OK
     if len(failed) == len(rows) and failed["error_kind"].isin(UNAVAILABLE_KINDS).all():
@@ -319,14 +351,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between two progress lines (default: %(default)g)",
     )
-    shown.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="for gs:// and s3:// places, an fsspec storage option (endpoint_url=..., "
-        "project=...); repeat for more. Credentials come from the provider's own variables",
-    )
+    _storage_option(shown)
     shown.add_argument("--quiet", "-q", action="store_true", help="no progress: --progress none")
     shown.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     common = _Parser(add_help=False, parents=[common, shown])
@@ -376,6 +401,24 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_RETRY_FOR / pd.Timedelta(days=1),
         help="retry curable failures of recordings younger than this (default: %(default)g)",
     )
+    synced.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="list the whole history again and mark deleted the recordings Siro lists no more"
+        " (a list call per 100 recordings; their audio stays unless --prune)",
+    )
+    synced.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the audio (and WAV/FLAC copies, partial downloads) of the recordings"
+        " marked deleted; their rows stay as tombstones (default: keep everything)",
+    )
+    synced.add_argument(
+        "--keep",
+        metavar="AGE",
+        help="a retention rule: remove the audio of recordings created more than AGE ago"
+        " (90d, 12h, 2w) and never fetch them again (default: keep everything)",
+    )
     synced.add_argument("--api-url", default=None, help="default: $SIRO_API_URL or Siro's API")
 
     checked = commands.add_parser(
@@ -402,6 +445,27 @@ def parser() -> argparse.ArgumentParser:
         "--delete-orphans", action="store_true", help="delete the files no row claims"
     )
 
+    pruned = commands.add_parser(
+        "prune",
+        parents=[places],
+        help="a retention rule: remove the audio of recordings older than a limit",
+        description=textwrap.fill(
+            "Remove the audio of the recordings created (by Siro's dates, in the listing a"
+            " sync keeps) more than --older-than ago, with their WAV/FLAC copies and partial"
+            " downloads; their rows stay in the manifest as tombstones (status expired) that"
+            " no sync fetches again. A recording another process is fetching is left for the"
+            " next run.",
+            79,
+        ),
+        epilog=_EXIT_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pruned.add_argument(
+        "--older-than", required=True, metavar="AGE", help="the limit: 90d, 12h, 2w, 30min"
+    )
+    _storage_option(pruned)
+    pruned.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
     commands.add_parser(
         "demo",
         parents=[common, overwrite],
@@ -411,6 +475,17 @@ def parser() -> argparse.ArgumentParser:
         "emulator", help="serve the local Siro emulator (siro-data emulator --help: its switches)"
     )
     return top
+
+
+def _storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="for gs:// and s3:// places, an fsspec storage option (endpoint_url=..., "
+        "project=...); repeat for more. Credentials come from the provider's own variables",
+    )
 
 
 if __name__ == "__main__":

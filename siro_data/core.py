@@ -45,12 +45,16 @@ from .rows import (
     UNAVAILABLE_KINDS,
     Kind,
     Row,
+    Status,
     empty_manifest,
     error_row,
+    from_arrow,
     in_order,
     ok_row,
+    status_of,
     stopped_row,
     to_arrow,
+    tombstone,
 )
 from .sessions import describe_error
 
@@ -122,11 +126,28 @@ def run(
         found = archive.resume([recording_id], resume_from)
         return found.iloc[0].to_dict() if len(found) else None
 
+    def gone(recording_id: str, error: str) -> Row | None:
+        """A tombstone for a recording the API no longer knows, if its row was ok before."""
+        rows = from_arrow(archive.rows([recording_id], resume_from)).to_dict("records")
+        if not rows or status_of(rows[0]) not in (Status.OK, Status.DELETED):
+            return None  # an id never fetched: its 404 is an unknown id, not a deletion
+        path = rows[0]["path"]
+        kept = isinstance(path, str) and archive.audio.exists(path)
+        return tombstone(rows[0], Kind.DELETED, f"deleted in Siro: {error}", kept)
+
     with ExitStack() as opened:
         fetching = len(tasks) > len(plan.resumed)
         client = opened.enter_context(connect()) if fetching else None
         work = _Run(
-            client, downloader, archive, workers, overwrite, reporter, complete_elsewhere, steps
+            client,
+            downloader,
+            archive,
+            workers,
+            overwrite,
+            reporter,
+            complete_elsewhere,
+            gone,
+            steps,
         )
         reporter.start(total=len(keys), done=len(untouched), stop=work.stop.set)
         try:
@@ -186,7 +207,7 @@ def _plan(
     except OSError as exc:  # known before any request: a sentence, not a traceback
         where = source or archive.manifest_path
         raise ValueError(str(LocalFileError(exc, "read the manifest", where))) from None
-    unfinished = processors.pending(steps, resumed)
+    unfinished = processors.pending(steps, resumed) & resumed["error"].isna()  # not tombstones
     untouched = resumed[~unfinished] if unfinished.any() else resumed
     to_finish = {row["recording_id"]: row for row in resumed[unfinished].to_dict("records")}
     done = pc.is_in(keys, value_set=pa.array(untouched["recording_id"], pa.large_string()))
@@ -246,6 +267,7 @@ class _Run:
     overwrite: bool
     reporter: Reporter
     complete_elsewhere: Callable[[str], Row | None]
+    gone: Callable[[str, str], Row | None]
     steps: Sequence[Processor] = ()
     stop: threading.Event = field(default_factory=threading.Event)
     failing_in_a_row: int = 0  # rows just recorded that failed because the API did
@@ -344,7 +366,8 @@ class _Run:
             raise error from exc
         except SiroDataError as exc:
             log.info("%r failed: %s", recording_id, exc)
-            return error_row(recording_id, str(exc), exc.kind, _expiration(attempt))
+            deleted = self.gone(recording_id, str(exc)) if exc.kind == Kind.NOT_FOUND else None
+            return deleted or error_row(recording_id, str(exc), exc.kind, _expiration(attempt))
         except Exception as exc:  # an answer nobody foresaw: it costs its row, not the run
             log.exception("%r: unexpected error", recording_id)
             message = f"unexpected error: {describe_error(exc)}"

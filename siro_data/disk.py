@@ -273,9 +273,13 @@ class DiskAudio:
         """``path`` opened to read, unbuffered: the caller reads large blocks."""
         return open(path, "rb", buffering=0)
 
-    def remove(self, path: str) -> None:
-        """Remove ``path`` (nothing when it is already gone)."""
-        Path(path).unlink(missing_ok=True)
+    def remove(self, final: str) -> bool:
+        """Remove a file of the folder (a recording's audio, its copy); whether it was there."""
+        try:
+            os.unlink(final)
+        except FileNotFoundError:
+            return False
+        return True
 
     @contextmanager
     def localized(self, path: str) -> Iterator[Path]:

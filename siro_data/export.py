@@ -1,6 +1,7 @@
 """The manifest handed to the speech-data tools: a Hugging Face dataset, a NeMo manifest.
 
-Both take the ``ok`` rows only (a failed or stopped row has no file) and point at
+Both take the ``ok`` rows only (a failed or stopped row has no file, and a tombstone,
+``deleted`` in Siro or ``expired`` by the retention rule, is not to be used) and point at
 each recording's WAV/FLAC copy where ``convert_to`` made one (``audio_path``),
 else at the download itself (``path``): the copies are what every decoder reads.
 """

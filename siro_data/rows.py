@@ -2,8 +2,9 @@
 
 Every row the run records is made here (:func:`ok_row`, :func:`error_row`,
 :func:`stopped_row`) and read through here (:func:`is_stopped`, :func:`status_of`),
-so that the columns, the ``error_kind`` vocabulary and the three states a row can
-end in (``ok``, ``failed``, ``stopped``) have one home.
+so that the columns, the ``error_kind`` vocabulary and the states a row can end in
+(``ok``, ``failed``, ``stopped``, and the tombstones ``deleted`` and ``expired``) have
+one home.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Status:
     OK = "ok"
     FAILED = "failed"
     STOPPED = "stopped"
+    #: Tombstones: Siro no longer serves the recording (``deleted``), or the retention rule
+    #: removed its audio (``expired``). Neither is fetched again (unless ``overwrite``).
+    DELETED = "deleted"
+    EXPIRED = "expired"
 
 
 class Kind:
@@ -74,6 +79,8 @@ class Kind:
     STOPPED = "stopped"
     MISSING = "missing"
     CORRUPT = "corrupt"
+    DELETED = "deleted"
+    EXPIRED = "expired"
     #: Errors that stop the run or are cured at once, never a row's kind.
     UNAUTHORIZED = "unauthorized"
     UNAVAILABLE = "unavailable"
@@ -98,7 +105,18 @@ KINDS: dict[str, str] = {
     Kind.STOPPED: "not fetched: the run was stopped before this id; run again to resume",
     Kind.MISSING: "verify found the complete file gone: the next run fetches it again",
     Kind.CORRUPT: "verify found the file's size or sha256 changed: removed, fetched again",
+    Kind.DELETED: "Siro no longer serves a recording it served before: a tombstone",
+    Kind.EXPIRED: "the retention rule removed the audio (older than its limit): a tombstone",
 }
+
+#: The kinds whose status has its own name (a row's status is ``failed`` for any other error).
+#: A tombstone (``deleted``, ``expired``) is never fetched again, unless ``overwrite``.
+OWN_STATUS: dict[str, str] = {
+    Kind.STOPPED: Status.STOPPED,
+    Kind.DELETED: Status.DELETED,
+    Kind.EXPIRED: Status.EXPIRED,
+}
+TOMBSTONES = frozenset({Kind.DELETED, Kind.EXPIRED})
 
 #: Kinds errors carry that no row ever shows: a rejected token stops the whole run
 #: (``AuthError``), as does an API that stopped answering (``UnavailableError``); an expired
@@ -176,6 +194,25 @@ def stopped_row(recording_id: str) -> dict[str, Any]:
     return error_row(recording_id, STOPPED_MESSAGE, Kind.STOPPED)
 
 
+def tombstone(row: Row, kind: str, error: str, path_kept: bool) -> dict[str, Any]:
+    """``row`` (a recording's last row) as a tombstone of ``kind``, seen now.
+
+    What the row said of the file (size, digest, duration, ...) stays, as history; ``path``
+    and ``audio_path`` stay only while the audio is kept (``path_kept``).
+
+    Examples
+    --------
+    >>> row = tombstone({"recording_id": "a", "path": "/data/a.m4a", "sha256": "ab"},
+    ...                 Kind.DELETED, "deleted in Siro: 404: Recording not found", False)
+    >>> status_of(row), row["path"], row["sha256"]
+    ('deleted', None, 'ab')
+    """
+    if kind not in TOMBSTONES:
+        raise ValueError(f"{kind!r} is no tombstone")
+    kept = {} if path_kept else {"path": None, "audio_path": None}
+    return {**row, **kept, "error": error, "error_kind": kind, "fetched_at": now()}
+
+
 def with_error(row: Row, error: str, kind: str) -> dict[str, Any]:
     """``row`` turned into a failure, keeping what it says of the file (a failed post-step)."""
     if kind not in KINDS:
@@ -189,16 +226,19 @@ def is_stopped(row: Row) -> bool:
 
 
 def status_of(row: Row) -> str:
-    """``ok`` (the file is complete), ``stopped`` (not reached: run again) or ``failed``.
+    """``ok`` (the file is complete), ``stopped`` (not reached: run again), a tombstone's
+    ``deleted`` or ``expired``, or ``failed``.
 
     Examples
     --------
     >>> status_of({"error": None}), status_of(stopped_row("a")), status_of({"error": "404: gone"})
     ('ok', 'stopped', 'failed')
+    >>> status_of({"error": "deleted in Siro", "error_kind": "deleted"})
+    'deleted'
     """
     if succeeded(row):
         return Status.OK
-    return Status.STOPPED if is_stopped(row) else Status.FAILED
+    return OWN_STATUS.get(row.get("error_kind"), Status.FAILED)  # type: ignore[arg-type]
 
 
 def succeeded(row: Row) -> bool:
@@ -232,8 +272,9 @@ def to_frame(rows: Iterable[Row] | pd.DataFrame) -> pd.DataFrame:
 
 def _statuses(error: pd.Series, kind: pd.Series) -> pd.Series:
     """The ``status`` column, derived from ``error`` and ``error_kind`` (so never stale)."""
-    stopped = kind.eq(Kind.STOPPED).fillna(False).to_numpy(dtype=bool)
-    failed = np.where(stopped, Status.STOPPED, Status.FAILED)
+    failed = np.full(len(error), Status.FAILED, dtype=object)
+    for own, status in OWN_STATUS.items():
+        failed[kind.eq(own).fillna(False).to_numpy(dtype=bool)] = status
     values = np.where(error.isna().to_numpy(dtype=bool), Status.OK, failed)
     return pd.Series(values, index=error.index, dtype=COLUMNS["status"])
 
@@ -249,8 +290,9 @@ def conform(table: pa.Table) -> pa.Table:
     """
     table = store.conform(table, SCHEMA)
     error, kind = table.column("error"), table.column("error_kind")
-    stopped = pc.fill_null(pc.equal(kind, Kind.STOPPED), False)
-    failed = pc.if_else(stopped, Status.STOPPED, Status.FAILED)
+    failed: Any = pa.scalar(Status.FAILED, pa.large_string())
+    for own, named in OWN_STATUS.items():  # three passes: an array from the first on
+        failed = pc.if_else(pc.fill_null(pc.equal(kind, own), False), named, failed)
     status = pc.if_else(pc.is_null(error), Status.OK, failed)
     where = SCHEMA.get_field_index("status")
     return table.set_column(where, SCHEMA.field(where), status.cast(SCHEMA.field(where).type))

@@ -2,7 +2,8 @@
 
 The CLI prints it, the notebook shows it, and the panel and the log lines use
 the same words and units: a row is ``ok``, ``failed`` or ``stopped`` (not
-reached: run again to resume, never a failure), and bytes are counted in
+reached: run again to resume, never a failure), or a tombstone (``deleted`` in
+Siro, ``expired`` by the retention rule: never a failure either), and bytes are counted in
 powers of 1000 (kB, MB, GB), as download rates are.
 """
 
@@ -36,9 +37,9 @@ def summarize(manifest: pd.DataFrame) -> str:
     status = manifest["status"]
     ok = manifest[status.eq(Status.OK).to_numpy(dtype=bool)]
     failed = manifest[status.eq(Status.FAILED).to_numpy(dtype=bool)]
-    lines = [
-        counts_line(len(manifest), len(ok), len(failed), len(manifest) - len(ok) - len(failed))
-    ]
+    stopped = int(status.eq(Status.STOPPED).sum())
+    gone = len(manifest) - len(ok) - len(failed) - stopped
+    lines = [counts_line(len(manifest), len(ok), len(failed), stopped, gone)]
     for kind, group in failed.groupby(failed["error_kind"].fillna("error"), sort=True):
         example = group.iloc[0]
         lines.append(
@@ -49,17 +50,22 @@ def summarize(manifest: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def counts_line(total: int, ok: int, failed: int, stopped: int) -> str:
-    """``12 recordings: 10 ok, 2 failed``, with the stopped ones when there are any.
+def counts_line(total: int, ok: int, failed: int, stopped: int, tombstones: int = 0) -> str:
+    """``12 recordings: 10 ok, 2 failed``, with the stopped ones and the tombstones (deleted
+    in Siro, expired by the retention rule) when there are any.
 
     Examples
     --------
     >>> counts_line(12, 2, 0, 10)
     '12 recordings: 2 ok, 0 failed, 10 stopped (not fetched: run again to resume)'
+    >>> counts_line(3, 2, 0, 0, 1)
+    '3 recordings: 2 ok, 0 failed, 1 deleted or expired (not fetched again)'
     """
     line = f"{total} recordings: {ok} ok, {failed} failed"
     if stopped:
         line += f", {stopped} stopped (not fetched: run again to resume)"
+    if tombstones:
+        line += f", {tombstones} deleted or expired (not fetched again)"
     return line
 
 

@@ -18,6 +18,10 @@ that follows what is new:
 4. **Move the watermark**, atomically, once the fetch is over: a sync killed at
    any moment lists again from where the last finished one left, and resumes.
 
+On request, what the archive lets go of (:mod:`siro_data.retention`): ``reconcile``
+lists the whole history and marks ``deleted`` what Siro lists no more, ``prune``
+removes their audio, ``keep`` applies a retention rule. By default nothing is removed.
+
 Listing and signing go through one client, so together they stay under the
 token's rate limit. Ages are measured on Siro's own dates, never on this
 machine's clock.
@@ -34,13 +38,21 @@ from typing import Any
 import pandas as pd
 
 from . import core, processors, store
-from .archive import Archive, Manifest, Table, listing_table, open_manifest
+from .archive import Archive, Table
 from .client import SiroClient, opened
 from .download import Downloader
 from .inputs import check_settings
 from .listing import DateLike, as_utc, recording_query, recordings_frame
 from .progress import ProgressChoice, Reporter, reporter_for
-from .rows import Kind, Status, from_arrow
+from .retention import (
+    Removal,
+    expire,
+    parse_age,
+    prune_deleted,
+    reconcile_start,
+    tombstone_unlisted,
+)
+from .rows import Kind, Status
 from .sessions import DEFAULT_TIMEOUT
 from .summary import summarize
 from .sync_state import (
@@ -48,7 +60,7 @@ from .sync_state import (
     LISTING_SCHEMA,
     iso,
     keep_listing,
-    listing_rows,
+    listing_with_rows,
     move_watermark,
     read_watermark,
     recent_listing,
@@ -114,6 +126,10 @@ class SyncResult:
         The listing's lower bound (exclusive).
     watermark : pandas.Timestamp or None
         The newest ``dateCreated`` seen: where the next sync starts, less the overlap.
+    deleted : pandas.DataFrame or None
+        With ``reconcile``: the rows it marked ``deleted`` (no longer listed by Siro).
+    removed : tuple of Removal
+        With ``keep`` and ``prune``: the audio each removed.
     """
 
     recordings: pd.DataFrame
@@ -125,6 +141,8 @@ class SyncResult:
     retried: int
     since: pd.Timestamp
     watermark: pd.Timestamp | None
+    deleted: pd.DataFrame | None = None
+    removed: tuple[Removal, ...] = ()
 
     @property
     def fetched(self) -> int:
@@ -151,6 +169,9 @@ class SyncResult:
         ]
         if len(self.known_failed):
             lines.append(known_failures_line(self.known_failed))
+        if self.deleted is not None:
+            lines.append(f"reconciled: {len(self.deleted)} no longer listed by Siro, now deleted")
+        lines += [removal.summary() for removal in self.removed]
         lines += [audio, f"watermark: {iso(self.watermark)}"]
         return "\n".join(lines)
 
@@ -189,6 +210,9 @@ def sync(
     requests_per_minute: int = 1000,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     storage_options: dict[str, Any] | None = None,
+    reconcile: bool = False,
+    prune: bool = False,
+    keep: str | pd.Timedelta | None = None,
     dask_client: Any = None,
 ) -> SyncResult:
     """Fetch the recordings that appeared since the last sync into ``out_dir``.
@@ -224,6 +248,21 @@ def sync(
         no shared disk: each stages its partials in its own scratch space), or a
         shared file system. One schedule keeps the listing here and the signing on
         the workers under ``requests_per_minute`` together.
+    reconcile : bool
+        List the whole history again (from just before the earliest recording the kept
+        listing holds) and mark ``deleted`` the recordings a sync listed before that Siro
+        lists no more: tombstones, never fetched again, their audio kept unless ``prune``.
+        It costs a list call per 100 recordings (10,000 calls for 1,000,000: about 10
+        minutes at the token's 1000 requests a minute) and a ``stat`` of each complete
+        file. Filters other than ``team_id`` are refused: what they leave out would look
+        deleted.
+    prune : bool
+        After the fetch, remove the audio of every ``deleted`` row, its WAV/FLAC copy and
+        partial download; the rows stay as tombstones. Off by default; a WARNING says what
+        it removes.
+    keep : str or pandas.Timedelta, optional
+        A retention rule (``"90d"``), applied once the listing is kept and before the
+        fetch, so that nothing past it is downloaded: :func:`siro_data.prune`.
 
     Returns
     -------
@@ -253,10 +292,13 @@ def sync(
     check_settings(workers, convert_to)
     if dask_client is not None and client is not None:
         raise ValueError("a sync on a Dask cluster signs on its workers: pass token=, not client=")
+    limit = None if keep is None else parse_age("keep", keep)
     archive = Archive(out_dir, manifest_path, storage_options)
     # The filters, checked before anything else; each set has its own watermark.
     query = recording_query(since, None, team_id, organization_id, conversation_type, result)
     filters = {key: value for key, value in query.items() if not key.startswith(("limit", "date"))}
+    if reconcile and set(filters) - {"teamId"}:
+        raise ValueError("reconcile takes no filter but team_id: what one leaves out looks deleted")
     listing, state = archive.listing(LISTING_SCHEMA, LISTING_REPEATING), archive.watermark(filters)
     watermark = read_watermark(state)
     start = _start(since, watermark, overlap)
@@ -271,9 +313,12 @@ def sync(
         pacer = on_cluster.ClusterPacer(requests_per_minute, 60.0, client=dask_client)
     settings = {"requests_per_minute": requests_per_minute, "timeout": timeout}
     limiter = None if pacer is None else pacer.bound(dask_client)
+    teams, first = _teams(team_id), reconcile_start(listing, start) if reconcile else start
     with opened(client, token, api_url, rate_limiter=limiter, **settings) as api:
-        listed, calls = _list(api, start, _teams(team_id), filters)
+        listed, calls = _list(api, first, teams, filters)
         keep_listing(listing, listed)
+        deleted = tombstone_unlisted(archive, listing, listed, first, teams) if reconcile else None
+        removed = () if limit is None else (expire(archive, listing, limit),)
         newest = _newest(listed, watermark)
         horizon = None if newest is None else newest - retry_for
         plan = _to_fetch(archive, listing, listed, horizon)
@@ -300,11 +345,12 @@ def sync(
                     workers=workers,
                     steps=processors.for_settings(convert_to, archive.audio),
                 )
+    removed += (prune_deleted(archive),) if prune else ()
     move_watermark(state, newest, filters)
     # Every listed recording, final failures included (not asked again, still failed), and
     # every retried one, as the manifest now has it.
     ids = list(dict.fromkeys([*listed["recording_id"], *plan.todo]))
-    recordings = _joined(archive.manifest, listing, ids)
+    recordings = listing_with_rows(archive.manifest, listing, ids)
     asked = recordings["recording_id"].isin(plan.todo).to_numpy(dtype=bool)
     before = recordings["recording_id"].map(plan.finished_at).astype(recordings["fetched_at"].dtype)
     rewritten = recordings["fetched_at"].ne(before).to_numpy(dtype=bool)
@@ -317,8 +363,10 @@ def sync(
         list_calls=calls,
         new=plan.new,
         retried=plan.retried,
-        since=start,
+        since=first,
         watermark=newest,
+        deleted=deleted,
+        removed=removed,
     )
     log.info(
         "sync: listed %d, fetched %d new, retried %d, %d failed, %d known failures",
@@ -329,48 +377,6 @@ def sync(
         len(result.known_failed),
     )
     return result
-
-
-def read_recordings(
-    manifest_path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
-) -> pd.DataFrame:
-    """Every recording a sync listed, joined to what siro_data did with it.
-
-    Who, when and what (the listing's columns: ``date_created``, ``title``,
-    ``user_id``, the rep's names, ``team_id``, ``result``, ``duration_api``)
-    beside where and how (the manifest's: ``path``, ``duration``, ``error``, ...),
-    one row per recording. A listed recording no run has fetched yet says so in
-    its ``error`` (``error_kind`` "stopped": run again). ``manifest_path`` may be
-    a bucket URL, read with ``storage_options``.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from siro_data.emulator import Emulator
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> with Emulator() as emu:
-    ...     _ = sync(folder / "manifest.parquet", folder / "audio", since="2025-05-01",
-    ...              token=emu.token, api_url=emu.api_url, progress=False)
-    >>> table = read_recordings(folder / "manifest.parquet")
-    >>> len(table), table["error"].isna().all(), "rep_first_name" in table
-    (12, np.True_, True)
-    """
-    listing = listing_table(manifest_path, LISTING_SCHEMA, LISTING_REPEATING, storage_options)
-    return _joined(open_manifest(manifest_path, storage_options), listing)
-
-
-def _joined(manifest: Manifest, listing: Table, ids: list[str] | None = None) -> pd.DataFrame:
-    """The kept listing's rows (of ``ids``, in their order) beside their manifest rows."""
-    wanted = None if ids is None else store.as_ids(ids)
-    rows = from_arrow(manifest.read_rows(wanted))
-    joined = listing_rows(listing, wanted).merge(rows, on="recording_id", how="left")
-    if ids is not None:
-        joined = joined.set_index("recording_id").reindex(ids).reset_index()
-    missing = joined["error"].isna() & joined["path"].isna()
-    joined.loc[missing, "error"] = "not fetched yet: run sync again"
-    joined.loc[missing, "error_kind"] = Kind.STOPPED
-    joined.loc[missing, "status"] = Status.STOPPED
-    return joined
 
 
 def _start(

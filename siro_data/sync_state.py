@@ -4,21 +4,23 @@ filter set, as sync reads and changes them.
 Where they live, and how they are written whole (under a lock on a disk, with conditional
 writes in a bucket), is the archive's (:meth:`siro_data.archive.Archive.listing`,
 :meth:`~siro_data.archive.Archive.watermark`). The listing is one row per recording a sync
-listed: who, when and what, which :func:`siro_data.read_recordings` joins to the manifest.
+listed: who, when and what, which :func:`read_recordings` joins to the manifest.
 The watermark is the newest ``dateCreated`` a finished sync saw, never moved back.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
 from . import store
-from .archive import Document, Table
+from .archive import Document, Manifest, Table, listing_table, open_manifest
 from .exceptions import LocalFileError
 from .listing import LISTING_COLUMNS, wire_date
+from .rows import Kind, Status, from_arrow
 
 #: The listing kept beside the manifest: what ``list_recordings`` returns, the team the sync
 #: listed it under (Siro's listing does not say), and when this sync saw it.
@@ -90,3 +92,53 @@ def move_watermark(
 def iso(stamp: pd.Timestamp | None) -> str:
     """An instant as Siro writes dates (``2025-05-31T09:12:44.120Z``), or "none yet"."""
     return "none yet" if stamp is None or pd.isna(stamp) else wire_date(stamp, up=False)
+
+
+def read_recordings(
+    manifest_path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """Every recording a sync listed, joined to what siro_data did with it.
+
+    Who, when and what (the listing's columns: ``date_created``, ``title``,
+    ``user_id``, the rep's names, ``team_id``, ``result``, ``duration_api``)
+    beside where and how (the manifest's: ``path``, ``duration``, ``error``, ...),
+    one row per recording. A listed recording no run has fetched yet says so in
+    its ``error`` (``error_kind`` "stopped": run again). Tombstones (recordings
+    Siro deleted, audio the retention rule removed) are left out:
+    :func:`siro_data.read_manifest` shows them. ``manifest_path`` may be a bucket
+    URL, read with ``storage_options``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import siro_data
+    >>> from siro_data.emulator import Emulator
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with Emulator() as emu:
+    ...     _ = siro_data.sync(folder / "manifest.parquet", folder / "audio",
+    ...                        since="2025-05-01", token=emu.token, api_url=emu.api_url,
+    ...                        progress=False)
+    >>> table = read_recordings(folder / "manifest.parquet")
+    >>> len(table), table["error"].isna().all(), "rep_first_name" in table
+    (12, np.True_, True)
+    """
+    listing = listing_table(manifest_path, LISTING_SCHEMA, LISTING_REPEATING, storage_options)
+    joined = listing_with_rows(open_manifest(manifest_path, storage_options), listing)
+    alive = ~joined["status"].isin([Status.DELETED, Status.EXPIRED]).to_numpy(dtype=bool)
+    return joined[alive].reset_index(drop=True)
+
+
+def listing_with_rows(
+    manifest: Manifest, listing: Table, ids: list[str] | None = None
+) -> pd.DataFrame:
+    """The kept listing's rows (of ``ids``, in their order) beside their manifest rows."""
+    wanted = None if ids is None else store.as_ids(ids)
+    rows = from_arrow(manifest.read_rows(wanted))
+    joined = listing_rows(listing, wanted).merge(rows, on="recording_id", how="left")
+    if ids is not None:
+        joined = joined.set_index("recording_id").reindex(ids).reset_index()
+    missing = joined["error"].isna() & joined["path"].isna()
+    joined.loc[missing, "error"] = "not fetched yet: run sync again"
+    joined.loc[missing, "error_kind"] = Kind.STOPPED
+    joined.loc[missing, "status"] = Status.STOPPED
+    return joined

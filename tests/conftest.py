@@ -1,5 +1,5 @@
 """Shared fixtures: a fresh emulator per test, the folders a run writes to, another origin,
-local S3 and GCS servers and a fresh bucket on each.
+local S3 and GCS servers and a fresh bucket on each, this machine's staging folder for a bucket.
 
 The emulator serves the ``recordings`` fixture: a module that needs other recordings overrides
 ``recordings``; a test that needs a second set (or an Emulator subclass) asks ``start_emulator``.

@@ -13,7 +13,7 @@ from siro_data import cli as command_line
 from siro_data.rows import to_frame
 
 #: The commands that run siro_data (the emulator's switches are its own).
-COMMANDS = ("fetch", "sync", "demo", "verify")
+COMMANDS = ("fetch", "sync", "demo", "verify", "prune")
 
 
 def help_text(*args: str) -> str:
@@ -57,9 +57,14 @@ def asked(command: str, argv: list[str], monkeypatch, tmp_path) -> dict[str, obj
         calls.append({"manifest_path": manifest_path, "out_dir": out_dir, **options})
         return SimpleNamespace(summary=lambda: "", ok=True)
 
+    def prune(manifest_path, out_dir, **options):
+        calls.append({"manifest_path": manifest_path, "out_dir": out_dir, **options})
+        return SimpleNamespace(summary=lambda: "")
+
     monkeypatch.setattr(command_line, "fetch_all", fetch_all)
     monkeypatch.setattr(command_line, "sync", sync)
     monkeypatch.setattr(command_line, "verify", verify)
+    monkeypatch.setattr(command_line, "prune", prune)
     monkeypatch.setattr(logging.root, "handlers", [])  # basicConfig configures anew each time
     assert command_line.main([command, *argv]) == 0
     [call] = calls
@@ -106,8 +111,13 @@ def test_every_option_help_offers_changes_what_the_command_asks(
     none is offered and then ignored."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ids.csv").write_text("recording_id,a-value\nrec-1,rec-2\n")
-    base = {"fetch": ["ids.csv"], "sync": ["--since", "2025-01-01"], "demo": [], "verify": []}
-    base = base[command]
+    base = {
+        "fetch": ["ids.csv"],
+        "sync": ["--since", "2025-01-01"],
+        "demo": [],
+        "verify": [],
+        "prune": ["--older-than", "90d"],
+    }[command]
     action = next(action for action in options_of(command) if action.dest == option)
     plain = asked(command, base, monkeypatch, tmp_path)
     changed = asked(command, [*base, *other_value(action)], monkeypatch, tmp_path)

@@ -49,7 +49,7 @@ PAGES = [
     if path.exists()
 ]
 #: The commands whose flags a page may name.
-COMMANDS = ("fetch", "sync", "demo", "emulator", "verify")
+COMMANDS = ("fetch", "sync", "demo", "prune", "emulator", "verify")
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,9 @@ def test_the_code_of_every_page_runs_against_the_emulator(page, user_folder):
             if not line.startswith("siro-data "):
                 continue
             args = shlex.split(line.split(" #", 1)[0])[1:]
+            quiet = [] if args[:1] == ["prune"] else ["-q"]  # prune shows no progress
             done = subprocess.run(
-                [*COMMAND, *args, "-q"], capture_output=True, text=True, env=dict(os.environ)
+                [*COMMAND, *args, *quiet], capture_output=True, text=True, env=dict(os.environ)
             )
             assert done.returncode == 0, f"{block}: {line}\n{done.stderr}"
 

@@ -76,6 +76,8 @@ class Emulator:
             self.recordings: dict[str, Recording] = dict(recordings)
         else:
             self.recordings = {rec.id: rec for rec in recordings}
+        #: What Siro deleted or purged (`delete`, `purge`), by id: no longer served nor listed.
+        self.deleted: dict[str, Recording] = {}
         self.token = token
         self.tokens: set[str] = {token}
         #: The organisation's API token (``Authorization: Bearer``) that may mint tokens.
@@ -152,6 +154,38 @@ class Emulator:
         if ready_in is not None:
             self.faults.not_ready_until[published.id] = self.now() + ready_in
         return published
+
+    def delete(self, recording_id: str) -> Recording:
+        """Siro deletes a recording: gone from the listing, and its signedUrl answers 404
+        ``Recording not found`` as for an id Siro never knew; storage no longer serves it.
+
+        Returns the recording (kept in ``emu.deleted``); KeyError if it is not served.
+
+        Examples
+        --------
+        >>> import requests
+        >>> with Emulator(token="t") as emu:
+        ...     gone = emu.delete(next(iter(emu.recordings)))
+        ...     answer = requests.post(f"{emu.api_url}/v1/core/recordings/{gone.id}/signedUrl",
+        ...                            headers={"x-siro-auth-token": "t"})
+        >>> answer.status_code, gone.id in emu.recordings, gone.id in emu.deleted
+        (404, False, True)
+        """
+        recording = self.recordings.pop(recording_id)
+        self.deleted[recording_id] = recording
+        return recording
+
+    def purge(self, before: datetime) -> list[str]:
+        """An organisation's retention: the recordings created before ``before`` are gone
+        for good (Siro's organisation listing says so in ``rootDataPurgedAt``), as `delete`
+        leaves them. Returns their ids, oldest first.
+        """
+        cutoff = before if before.tzinfo is not None else before.replace(tzinfo=timezone.utc)
+        old = sorted(
+            (rec for rec in self.recordings.values() if rec.date_created < cutoff),
+            key=lambda rec: (rec.date_created, rec.id),
+        )
+        return [self.delete(rec.id).id for rec in old]
 
     def start(self) -> Emulator:
         """Bind both servers and serve them on daemon threads; returns self."""
