@@ -216,7 +216,9 @@ def test_prune_in_a_bucket_removes_objects_and_keeps_rows(bucket, emulator, stag
     fs.invalidate_cache()
     assert fs.glob(f"{bucket.url}/audio/{stem}.*") == []
     assert not partial.exists()
-    assert result.removed[0].files == 3
+    # The audio and its WAV copy; the partial was swept by the run's start already (its
+    # object being in the bucket, another machine's work as far as this one knows).
+    assert result.removed[0].files == 2
     assert len(fs.glob(f"{bucket.url}/audio/*.wav")) == 7
     manifest = siro_data.read_manifest(places["manifest_path"], bucket.storage_options)
     row = manifest.set_index("recording_id").loc[gone.id]
