@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from . import journal, store
 from .disk import ensure_writable_dir, leftovers
 from .exceptions import DownloadError
-from .filesystems import Bucket, PreconditionFailed, Stat
+from .filesystems import Bucket, Listed, PreconditionFailed, Stat
 from .locks import held_if_free, recording_lock, sweep
 from .rows import SCHEMA, Row
 
@@ -352,10 +352,10 @@ class BucketAudio:
             raise DownloadError(f"the bucket's copy of {final} is not the file uploaded")
         partial.unlink(missing_ok=True)
 
-    def files(self) -> dict[str, int]:
-        """Every object right under the prefix with its size: a listing (a request per
-        1,000 objects)."""
-        return self.bucket.sizes(self.url)
+    def files(self) -> dict[str, Listed]:
+        """Every object right under the prefix with its size and the store's MD5 of it (None
+        for an S3 object uploaded in parts): a listing (a request per 1,000 objects)."""
+        return self.bucket.listed(self.url)
 
     def leftovers(self) -> list[Path]:
         """The partials staged on this machine: a run's at work, or a killed one's."""

@@ -427,7 +427,8 @@ def parser() -> argparse.ArgumentParser:
         help="check every complete recording's file against the manifest's size and sha256",
         description=textwrap.fill(
             "Check every complete row's file in --out-dir against its size (from one listing) "
-            "and its sha256 (read in parallel); find partial and temporary files no run is at "
+            "and its sha256 (read in parallel; in a bucket, the row's md5 against the MD5 the "
+            "listing gives, without a download); find partial and temporary files no run is at "
             "work on, and files no row claims. One line per kind of problem, with examples.",
             79,
         ),

@@ -421,6 +421,7 @@ class _Run:
             duration=info.duration,
             size_bytes=result.size,
             sha256=result.sha256,
+            md5=result.md5,
             content_type=result.content_type,
             sample_rate=info.sample_rate,
             channels=info.channels,

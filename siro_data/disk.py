@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from . import journal, store
 from .files import remove_stale, replacing
+from .filesystems import Listed
 from .locks import exclusive, recording_lock, sweep
 from .rows import Row
 
@@ -252,15 +253,16 @@ class DiskAudio:
         """The complete, checked partial renamed into place."""
         os.replace(partial, final)
 
-    def files(self) -> dict[str, int]:
-        """Every file right in the folder with its size (a ``stat`` each); folders aside."""
-        found: dict[str, int] = {}
+    def files(self) -> dict[str, Listed]:
+        """Every file right in the folder with its size (a ``stat`` each; a disk keeps no
+        MD5); folders aside."""
+        found: dict[str, Listed] = {}
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
                     size = _entry_size(entry)
                     if size is not None:
-                        found[entry.path] = size
+                        found[entry.path] = Listed(size, None)
         except FileNotFoundError:  # no folder: no file
             pass
         return found

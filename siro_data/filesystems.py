@@ -6,8 +6,8 @@ from ``storage_options`` as they take them (``endpoint_url``, ``key``/``secret``
 ``project``, ...), else from each provider's own chain and variables (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``STORAGE_EMULATOR_HOST``, ...).
 
-:class:`Bucket` gives what the archive needs of a bucket and nothing more: sizes of a whole
-prefix in one listing (a page per 1,000 keys), a streamed upload in blocks of
+:class:`Bucket` gives what the archive needs of a bucket and nothing more: sizes and MD5s of
+a whole prefix in one listing (a page per 1,000 keys), a streamed upload in blocks of
 :data:`UPLOAD_BLOCK` (never a whole file in memory), and the conditional writes that keep two
 writers from losing each other's rows: create only if absent, replace only if unchanged since
 read (S3's ``If-None-Match``/``If-Match`` through s3fs; GCS's generation preconditions through
@@ -25,7 +25,7 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ class Stat:
 
     size: int
     version: str
+    md5: str | None
+
+
+class Listed(NamedTuple):
+    """What a listing says of one file: its size, and its MD5 in hex where the store gives one
+    (None on a disk, and for an S3 object sent in several parts)."""
+
+    size: int
     md5: str | None
 
 
@@ -116,12 +124,17 @@ class Bucket:
     def sizes(self, url: str) -> dict[str, int]:
         """Every object right under ``url`` (a folder) with its size: a listing, a request
         per page of 1,000 keys (never a request per object)."""
+        return {name: listed.size for name, listed in self.listed(url).items()}
+
+    def listed(self, url: str) -> dict[str, Listed]:
+        """Every object right under ``url`` (a folder) with its size and MD5, in the same one
+        listing as :meth:`sizes`: GCS lists each object's ``md5Hash``, S3 its ETag."""
         try:
             found = self.fs.ls(self.key(url), detail=True)
         except FileNotFoundError:
             return {}
         return {
-            f"{self.protocol}://{info['name']}": int(info["size"])
+            f"{self.protocol}://{info['name']}": Listed(int(info["size"]), self._md5(info))
             for info in found
             if info.get("type") != "directory"
         }
@@ -153,13 +166,18 @@ class Bucket:
             return None
         if info.get("type") == "directory":
             return None
+        version = info["generation"] if self.protocol == "gs" else info.get("ETag") or ""
+        return Stat(int(info["size"]), str(version), self._md5(info))
+
+    def _md5(self, info: dict[str, Any]) -> str | None:
+        """An object's MD5 in hex from what fsspec says of it: GCS's ``md5Hash`` (base64), or
+        S3's ETag when it is one (an ETag ending ``-<parts>`` is a multipart upload's, no MD5).
+        """
         if self.protocol == "gs":
             md5 = info.get("md5Hash")
-            hexed = base64.b64decode(md5).hex() if md5 else None
-            return Stat(int(info["size"]), str(info["generation"]), hexed)
-        etag = str(info.get("ETag") or "")
-        plain = etag.strip('"')
-        return Stat(int(info["size"]), etag, plain if "-" not in plain else None)
+            return base64.b64decode(md5).hex() if md5 else None
+        etag = str(info.get("ETag") or "").strip('"')
+        return etag if etag and "-" not in etag else None
 
     def open(self, url: str, mode: str = "rb") -> IO[bytes]:
         """A file object on ``url`` (reads fetch ranges as they go)."""

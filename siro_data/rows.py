@@ -36,6 +36,7 @@ COLUMNS: dict[str, str] = {
     "sample_rate": "Int64",
     "channels": "Int64",
     "codec": "string",
+    "md5": "string",
 }
 
 #: The same columns as an Arrow schema, with the pandas metadata that gives any reader of the
@@ -147,6 +148,7 @@ def ok_row(
     duration: float | None,
     size_bytes: int,
     sha256: str,
+    md5: str,
     content_type: str | None,
     sample_rate: int | None = None,
     channels: int | None = None,
@@ -165,6 +167,7 @@ def ok_row(
         "sample_rate": sample_rate,
         "channels": channels,
         "codec": codec,
+        "md5": md5,
     }
 
 

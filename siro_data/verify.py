@@ -2,8 +2,9 @@
 
 Every complete row's file is looked for in ``out_dir`` by its name (as a run resumes it) and
 checked against the row: its size from one listing of the folder (a ``stat`` each on a disk;
-a request per 1,000 objects in a bucket), then, when the size is right, its SHA-256 (read in
-blocks of :data:`BLOCK` by worker threads; ``hashlib`` lets go of the GIL while it hashes).
+a request per 1,000 objects in a bucket, which lists each object's MD5 too), then, when the
+size is right, the store's MD5 against the row's, or where either is unknown (on a disk) its
+SHA-256 (read in blocks of :data:`BLOCK` by worker threads; ``hashlib`` lets go of the GIL).
 Besides, the folder's partials and temporary files that no run is at work on, and the files
 no row claims. With ``repair``, a bad row becomes a failed row (``missing``, ``corrupt``) that
 the next run fetches again.
@@ -29,6 +30,7 @@ import pyarrow.compute as pc
 
 from . import store
 from .archive import Archive, listing_path
+from .filesystems import Listed
 from .locks import try_acquire
 from .progress import LogProgress, ProgressChoice, Reporter, reporter_for
 from .rows import Kind, error_row
@@ -55,7 +57,7 @@ class VerifyReport:
     Attributes
     ----------
     checked : int
-        Complete rows whose file was checked (size, then SHA-256).
+        Complete rows whose file was checked (size, then MD5 or SHA-256).
     missing, wrong_size, wrong_hash : tuple of str
         Recording ids whose file is gone, has another size, or other bytes of the same size.
     leftovers : tuple of str
@@ -146,7 +148,7 @@ def verify(
     progress: bool | ProgressChoice | Reporter = "auto",
     storage_options: dict[str, Any] | None = None,
 ) -> VerifyReport:
-    """Check every complete row's file against its size and SHA-256; find what is left over.
+    """Check every complete row's file against its size and MD5 or SHA-256; find leftovers.
 
     Parameters
     ----------
@@ -156,7 +158,7 @@ def verify(
         Its audio folder, or bucket prefix. A row's file is looked for here by its name.
     repair : bool
         Turn each bad row into a failed row of kind ``missing`` (the file is gone) or
-        ``corrupt`` (its size or SHA-256 is not the row's), its ``error`` saying what was
+        ``corrupt`` (its size or digest is not the row's), its ``error`` saying what was
         found, and **remove the bad file**, so that the next :func:`siro_data.fetch_all`
         (or ``sync``, for recordings younger than its ``retry_for``) fetches it again from
         scratch. Leftover partials and temporary files are removed too. A recording a run
@@ -187,7 +189,8 @@ def verify(
     Notes
     -----
     What is read: the manifest; one listing of ``out_dir``; then only the files whose size
-    is right, each once. A wrong size is known without reading.
+    is right and whose digest the listing does not give, each once. A wrong size is known
+    without reading.
 
     A *leftover* is a partial (``<stem>.part``) whose recording's lock no process holds (a
     run at work holds it: its partial is not reported), or a temporary file (``*.tmp``)
@@ -197,12 +200,13 @@ def verify(
     journal, the manifest's lock and temporaries), the manifest and its listing are the
     archive's own.
 
-    In a bucket, sizes come from the listing; the bytes are read from the store and hashed.
-    The store's own MD5 (GCS's ``md5Hash``, S3's single-part ETag) is not used: the manifest
-    keeps the SHA-256 of what was downloaded and no MD5, and the upload was checked against
-    the store's MD5 already; a SHA-256 of the object's bytes is the only check of them against
-    the row. Partials of a bucket's audio are staged on this machine: only those of this
-    machine's runs are seen.
+    In a bucket, the listing gives each object's size and the store's own MD5 of it (GCS's
+    ``md5Hash``, S3's ETag of an object uploaded in one part), which the store keeps as it
+    keeps the bytes: a row whose ``md5`` is known is checked against it, and its object is not
+    downloaded at all. An object with no MD5 (an S3 upload in parts, whose ETag is no MD5) or
+    a row without one (written before the column existed) is downloaded and its SHA-256
+    checked, as on a disk, where every file with the right size is read. Partials of a
+    bucket's audio are staged on this machine: only those of this machine's runs are seen.
 
     Examples
     --------
@@ -236,10 +240,10 @@ def verify(
         rows.column("size_bytes").is_valid(),
     )
     good = rows.filter(complete)
-    columns = ("recording_id", "path", "size_bytes", "sha256", "fetched_at")
+    columns = ("recording_id", "path", "size_bytes", "sha256", "md5", "fetched_at")
     checks = [
-        _Check(key, archive.audio.final(_name(path)), size, digest, finished)
-        for key, path, size, digest, finished in zip(
+        _Check(key, archive.audio.final(_name(path)), size, digest, md5, finished)
+        for key, path, size, digest, md5, finished in zip(
             *(good.column(name).to_pylist() for name in columns), strict=True
         )
     ]
@@ -283,6 +287,7 @@ class _Check:
     path: str
     size: int
     sha256: str | None
+    md5: str | None
     fetched_at: Any  # the row's, to tell it from a row written since
 
 
@@ -291,10 +296,11 @@ class _Halted(Exception):
 
 
 class _Checker:
-    """Worker threads hashing the files whose size is right; the bad ones, as found."""
+    """Worker threads hashing the files whose size is right and whose MD5 the listing does not
+    give; the bad ones, as found."""
 
     def __init__(
-        self, archive: Archive, files: Mapping[str, int], workers: int, reporter: Reporter
+        self, archive: Archive, files: Mapping[str, Listed], workers: int, reporter: Reporter
     ) -> None:
         self.archive = archive
         self.files = files
@@ -311,13 +317,15 @@ class _Checker:
         reporter.start(total=len(checks), done=0, stop=self.stop.set)
         to_read = []
         try:
-            for check in checks:  # a missing file, a wrong size: known from the listing
-                size = self.files.get(check.path)
-                if size is None:
+            for check in checks:  # missing, wrong size, and digests the store lists: no read
+                listed = self.files.get(check.path)
+                if listed is None:
                     self._decided(check, "missing", f"verify: the file is missing: {check.path}")
-                elif size != check.size:
-                    found = f"{size} bytes, the row says {check.size}"
+                elif listed.size != check.size:
+                    found = f"{listed.size} bytes, the row says {check.size}"
                     self._decided(check, "wrong size", f"verify: wrong size: {found}: {check.path}")
+                elif listed.md5 is not None and check.md5 is not None:
+                    self._compared(check, "md5", listed.md5, check.md5)
                 elif check.sha256 is None:
                     self._decided(check, None, "")
                 else:
@@ -352,8 +360,12 @@ class _Checker:
     def _hashed(self, check: _Check, digest: str | None) -> None:
         if digest is None:  # removed while being read
             self._decided(check, "missing", f"verify: the file is missing: {check.path}")
-        elif digest != check.sha256:
-            found = f"sha256 {digest[:16]}..., the row says {check.sha256[:16]}..."
+        else:
+            self._compared(check, "sha256", digest, check.sha256)
+
+    def _compared(self, check: _Check, algorithm: str, digest: str, expected: str) -> None:
+        if digest != expected:
+            found = f"{algorithm} {digest[:16]}..., the row says {expected[:16]}..."
             self._decided(check, "wrong hash", f"verify: wrong bytes: {found}: {check.path}")
         else:
             self._decided(check, None, "")
@@ -450,7 +462,7 @@ def _delete(archive: Archive, orphans: list[str]) -> list[str]:
     return deleted
 
 
-def _orphans(archive: Archive, files: Mapping[str, int], claimed: set[str]) -> list[str]:
+def _orphans(archive: Archive, files: Mapping[str, Listed], claimed: set[str]) -> list[str]:
     """The files of ``out_dir`` no row claims, the archive's own aside."""
     own = {_name(archive.manifest_path), _name(listing_path(archive.manifest_path))}
     return sorted(

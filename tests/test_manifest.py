@@ -9,7 +9,7 @@ import pytest
 from siro_data import store
 from siro_data.archive import journal_path, open_manifest
 from siro_data.manifest import read_manifest, write_manifest
-from siro_data.rows import COLUMNS, REPEATING, SCHEMA, empty_manifest, to_frame
+from siro_data.rows import COLUMNS, REPEATING, SCHEMA, empty_manifest, to_arrow, to_frame
 from siro_data.summary import summarize
 
 NOW = pd.Timestamp("2026-11-28 12:00", tz="UTC")
@@ -70,6 +70,24 @@ def test_compact_folds_the_journal_into_parquet(tmp_path):
     assert open_manifest(path).save() == 1  # rows the file holds
     assert not journal_path(path).exists()
     assert list(read_manifest(path)["recording_id"]) == ["a"]
+
+
+def test_a_manifest_written_before_the_md5_column_reads_and_folds_with_it_empty(tmp_path):
+    path = tmp_path / "m.parquet"
+    before = {name: dtype for name, dtype in COLUMNS.items() if name != "md5"}
+    older = store.schema_of(before)
+    pq.write_table(to_arrow([ok_row("a")]).select(list(before)).cast(older), path)
+    open_manifest(path).append([ok_row("b", md5="cd" * 16)])
+
+    for folded in (False, True):
+        if folded:
+            assert open_manifest(path).save() == 2
+            assert pq.read_schema(path).names == list(COLUMNS)
+        manifest = read_manifest(path)
+        assert manifest.dtypes.astype(str).to_dict() == COLUMNS
+        assert list(manifest["recording_id"]) == ["a", "b"]
+        assert manifest.loc[0, "md5"] is pd.NA and manifest.loc[1, "md5"] == "cd" * 16
+        assert manifest.loc[0, "sha256"] == "ab" * 32  # the older row's own values kept
 
 
 def test_write_is_atomic_no_temporary_left(tmp_path):

@@ -8,6 +8,7 @@ pyarrow, by Dask and by DuckDB, and compared with the documented tables.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def test_the_manifests_hold_what_the_dtypes_are_for(written):
     assert frame["status"].value_counts().to_dict() == {"ok": 4, "failed": 4}
     failed = frame[frame["status"] == "failed"]
     assert failed["size_bytes"].isna().all() and failed["path"].isna().all()
+    assert failed["md5"].isna().all()
+    for row in frame[frame["status"] == "ok"].itertuples():
+        assert row.md5 == hashlib.md5(Path(row.path).read_bytes()).hexdigest()
     assert frame.index.isna().sum() == 1  # the null id's row
     assert pd.read_parquet(written["empty"]).empty
 

@@ -68,6 +68,7 @@ def test_builders_fill_the_schema():
         duration=1.5,
         size_bytes=10,
         sha256="0" * 64,
+        md5="0" * 32,
         content_type="audio/mp4",
     )
     failed = error_row("b", "404: Recording not found", Kind.NOT_FOUND, expires)

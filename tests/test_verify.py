@@ -8,11 +8,14 @@ cut short, a file removed, a stray file, a partial a killed run left.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
 
+import fsspec.asyn
 import pandas as pd
 import pytest
 from support import TOKEN, assert_identical, cli, fetch, final_path, finish
@@ -243,6 +246,130 @@ def test_a_bucket_archive_is_checked_by_its_listing_and_its_bytes(bucket, emulat
     )
     assert cleaned.orphans == (orphan,) and not bucket.filesystem().exists(orphan)
     assert siro_data.verify(places["manifest_path"], places["out_dir"], **arguments).ok
+
+
+def object_requests(bucket) -> int:
+    """Requests the bucket's server has logged for one object of the audio (a read, a stat),
+    listings of the prefix aside."""
+    if bucket.protocol == "s3":
+        return bucket.server.requests(f"/{bucket.name}/{bucket.prefix}/audio/")
+    return bucket.server.requests(
+        f"/b/{bucket.name}/o/{bucket.prefix.replace('/', '%2F')}%2Faudio%2F"
+    )
+
+
+class CountingBytes(siro_data.LogProgress):
+    """Counts the bytes verify reads."""
+
+    read = 0
+
+    def add_bytes(self, count: int) -> None:
+        self.read += count
+
+
+def bucket_archive(bucket, emulator) -> tuple[dict[str, object], pd.DataFrame]:
+    """A run's archive in the bucket: where it is, and its manifest."""
+    places = {
+        "out_dir": f"{bucket.url}/audio",
+        "manifest_path": f"{bucket.url}/manifest.parquet",
+        "storage_options": bucket.storage_options,
+    }
+    return places, fetch(emulator, list(emulator.recordings), **places)
+
+
+def test_a_bucket_archive_is_checked_by_the_stores_md5s_without_reading_an_object(
+    bucket, emulator, staging
+):
+    places, manifest = bucket_archive(bucket, emulator)
+    expected = [
+        hashlib.md5(emulator.recordings[key].data).hexdigest() for key in manifest.recording_id
+    ]
+    assert list(manifest["md5"]) == expected
+    before, counting = object_requests(bucket), CountingBytes()
+
+    report = siro_data.verify(
+        places["manifest_path"],
+        places["out_dir"],
+        storage_options=bucket.storage_options,
+        progress=counting,
+    )
+
+    assert report.ok and report.checked == len(manifest), report.summary()
+    assert object_requests(bucket) - before == 0 and counting.read == 0
+
+
+def test_an_object_of_other_bytes_of_the_same_size_is_told_by_its_md5_alone(
+    bucket, emulator, staging, caplog
+):
+    places, manifest = bucket_archive(bucket, emulator)
+    path, recording_id = manifest.loc[0, "path"], manifest.loc[0, "recording_id"]
+    fs = bucket.filesystem()
+    data = bytearray(fs.cat_file(path))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(path, bytes(data))
+    before, counting = object_requests(bucket), CountingBytes()
+
+    with caplog.at_level(logging.INFO, logger="siro_data.verify"):
+        report = siro_data.verify(
+            places["manifest_path"],
+            places["out_dir"],
+            storage_options=bucket.storage_options,
+            progress=counting,
+        )
+
+    assert report.wrong_hash == (recording_id,) and report.missing == report.wrong_size == ()
+    assert object_requests(bucket) - before == 0 and counting.read == 0
+    found = f"verify: wrong bytes: md5 {hashlib.md5(data).hexdigest()[:16]}..., the row says"
+    assert found in caplog.text
+
+
+def test_rows_without_an_md5_have_their_objects_read_and_hashed(bucket, emulator, staging):
+    """Rows written before the ``md5`` column: the objects are downloaded, as before it."""
+    places, manifest = bucket_archive(bucket, emulator)
+    options = bucket.storage_options
+    siro_data.write_manifest(manifest.assign(md5=pd.NA), places["manifest_path"], options)
+    path, recording_id = manifest.loc[0, "path"], manifest.loc[0, "recording_id"]
+    fs = bucket.filesystem()
+    data = bytearray(fs.cat_file(path))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(path, bytes(data))
+    before, counting = object_requests(bucket), CountingBytes()
+
+    report = siro_data.verify(
+        places["manifest_path"], places["out_dir"], storage_options=options, progress=counting
+    )
+
+    assert report.wrong_hash == (recording_id,) and report.checked == len(manifest)
+    assert counting.read == manifest["size_bytes"].sum()  # every object read once
+    assert object_requests(bucket) - before >= len(manifest)
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_an_s3_object_uploaded_in_parts_is_read_and_hashed(bucket, emulator, staging):
+    """A multipart upload's ETag (``"<hex>-<parts>"``) is no MD5 of the object."""
+    places, manifest = bucket_archive(bucket, emulator)
+    path = manifest.loc[0, "path"]
+    fs = bucket.filesystem()
+    data = fs.cat_file(path)
+    name, key = path.split("://", 1)[1].split("/", 1)
+    where = {"Bucket": name, "Key": key}
+    call = functools.partial(fsspec.asyn.sync, fs.loop, fs._call_s3)
+    upload = call("create_multipart_upload", **where)["UploadId"]
+    part = call("upload_part", **where, UploadId=upload, PartNumber=1, Body=data)
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    call("complete_multipart_upload", **where, UploadId=upload, MultipartUpload=parts)
+    assert fs.info(path)["ETag"].strip('"').endswith("-1")
+    before, counting = object_requests(bucket), CountingBytes()
+
+    report = siro_data.verify(
+        places["manifest_path"],
+        places["out_dir"],
+        storage_options=bucket.storage_options,
+        progress=counting,
+    )
+
+    assert report.ok and report.checked == len(manifest), report.summary()
+    assert counting.read == len(data) and object_requests(bucket) > before
 
 
 def test_no_manifest_is_one_sentence_and_exit_2(tmp_path):
