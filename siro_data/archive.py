@@ -65,6 +65,11 @@ LOCKS_FOLDER = ".locks"
 STAGING_ENV = "SIRO_DATA_STAGING"
 
 
+#: Rows whose files are looked for at once (as Python objects) when a run resumes: a bucket's
+#: prefix is listed once for all the batches.
+PRESENCE_BATCH = 1 << 14
+
+
 def location(place: str | os.PathLike[str]) -> str:
     """A bucket URL as it is; a local path made absolute, ``~`` expanded, ``..`` folded."""
     if is_bucket(place):
@@ -270,12 +275,14 @@ class Archive:
             return self.manifest.read_rows(ids)
         return read_rows(location(source), ids, self.storage_options)
 
-    def _present(self, rows: pa.Table, chunk: int = 1 << 14) -> list[bool]:
+    def _present(self, rows: pa.Table) -> list[bool]:
         """Whether each row's file is there with its size, few Python objects at a time."""
+        chunk = PRESENCE_BATCH
         found: list[bool] = []
         paths, sizes = rows.column("path"), rows.column("size_bytes")
+        present = self.audio.presence(rows.num_rows)
         for start in range(0, rows.num_rows, chunk):
-            found += self.audio.present(
+            found += present(
                 paths.slice(start, chunk).to_pylist(), sizes.slice(start, chunk).to_pylist()
             )
         return found

@@ -268,6 +268,7 @@ class BucketAudio:
         self.url = url
         self.staging = staging
         self.locks = locks
+        self._found: dict[str, Stat] = {}  # final URL → what exists() saw, for prepare()
         self._copied_back: dict[str, Stat] = {}  # final URL → the object prepare() copied
 
     @property
@@ -300,19 +301,30 @@ class BucketAudio:
     def final(self, name: str) -> str:
         return f"{self.url}/{name}"
 
-    def present(self, paths: list[str], sizes: list[int]) -> list[bool]:
-        """Whether each object exists with its size: a listing of the prefix, or, for a few,
-        a request each."""
-        if len(paths) <= ASKED_ONE_BY_ONE:
-            with ThreadPoolExecutor(8) as pool:
-                stats = list(pool.map(self.bucket.stat, paths))
-            found = {path: stat.size for path, stat in zip(paths, stats, strict=True) if stat}
-        else:
-            found = self.bucket.sizes(self.url)
-        return [found.get(path) == size for path, size in zip(paths, sizes, strict=True)]
+    def presence(self, count: int) -> Callable[[list[str], list[int]], list[bool]]:
+        """How to tell, for ``count`` rows asked in batches, whether each object exists with
+        its size: for a few, a request each; else one listing of the prefix (a request per
+        1,000 objects), made once for every batch."""
+        if count <= ASKED_ONE_BY_ONE:
+
+            def asked(paths: list[str], sizes: list[int]) -> list[bool]:
+                with ThreadPoolExecutor(8) as pool:
+                    stats = list(pool.map(self.bucket.stat, paths))
+                pairs = zip(stats, sizes, strict=True)
+                return [stat is not None and stat.size == size for stat, size in pairs]
+
+            return asked
+        listed = self.bucket.sizes(self.url)
+        return lambda paths, sizes: [
+            listed.get(path) == size for path, size in zip(paths, sizes, strict=True)
+        ]
 
     def exists(self, final: str) -> bool:
-        return self.bucket.stat(final) is not None
+        """Whether the object is there (a request); what it is, kept for :meth:`prepare`."""
+        stat = self.bucket.stat(final)
+        if stat is not None:
+            self._found[final] = stat
+        return stat is not None
 
     def existing(self, paths: list[str]) -> list[bool]:
         """Whether each object exists: a request each for a few, else a listing."""
@@ -332,14 +344,14 @@ class BucketAudio:
     def prepare(self, final: str, partial: Path, discard: bool) -> None:
         """Discard earlier bytes, or copy back an object no complete row accounts for (its
         writer was killed after the upload, before its row reached the bucket): resuming it
-        costs one ranged request to Siro's storage, and the object is not uploaded again."""
+        costs one ranged request to Siro's storage, and the object is not uploaded again.
+        The object is the one :meth:`exists` just found: no request to look again."""
+        found = self._found.pop(final, None)
         if discard:
             partial.unlink(missing_ok=True)
-            return
-        stat = self.bucket.stat(final)
-        if stat is not None:
+        elif found is not None:
             self.bucket.download(final, partial)
-            self._copied_back[final] = stat
+            self._copied_back[final] = found
 
     def commit(self, partial: Path, final: str, size: int, md5: str) -> None:
         """The complete, checked partial streamed to its object, which must then hold it."""

@@ -222,9 +222,11 @@ class DiskAudio:
     def final(self, name: str) -> str:
         return os.fspath(self.folder / name)
 
-    def present(self, paths: list[str], sizes: list[int]) -> list[bool]:
-        """Whether each file exists with its size: one ``stat`` each."""
-        return [_stored_size(path) == size for path, size in zip(paths, sizes, strict=True)]
+    def presence(self, count: int) -> Callable[[list[str], list[int]], list[bool]]:
+        """How to tell whether each file exists with its size: one ``stat`` each."""
+        return lambda paths, sizes: [
+            _stored_size(path) == size for path, size in zip(paths, sizes, strict=True)
+        ]
 
     def exists(self, final: str) -> bool:
         return os.path.exists(final)

@@ -112,9 +112,12 @@ def test_a_run_into_a_bucket_leaves_checked_objects_and_a_manifest_every_reader_
     assert bucket.filesystem().find(f"{bucket.url}/.manifest.parquet.journal") == []
 
 
+@pytest.mark.parametrize("batch", [1 << 14, 16], ids=["one batch", "five batches"])
 def test_a_rerun_asks_siro_nothing_and_the_bucket_no_object_one_by_one(
-    bucket, start_emulator, recordings, staging
+    bucket, start_emulator, recordings, staging, monkeypatch, batch
 ):
+    """However many batches the rows are looked at in, the prefix is listed once."""
+    monkeypatch.setattr(siro_data.archive, "PRESENCE_BATCH", batch)
     emulator = start_emulator(copies(recordings, MANY))
     ids = list(emulator.recordings)
     fetch(emulator, ids, **places(bucket), workers=8)
