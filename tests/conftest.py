@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +39,12 @@ from siro_data.archive import STAGING_ENV
 from siro_data.emulator import Emulator, Recording, sample_recordings
 
 pin_to_loopback(os.environ)
+
+# A test run started in the background (`cmd &`, nohup, some CI runners) inherits Ctrl-C
+# ignored, and so would every process it starts: the tests that interrupt the command would
+# then test the launcher, not siro_data. Ctrl-C means what it means at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Machines that run the tests are shared and busy: an example's time says nothing of the code.
 settings.register_profile("shared-machine", deadline=None)
