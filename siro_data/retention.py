@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .archive import Archive, Table
-from .locks import try_acquire
+from .locks import held_if_free
 from .naming import file_stem
 from .rows import Kind, Row, Status, from_arrow, status_of, to_frame, tombstone
 from .summary import human_bytes
@@ -298,11 +298,10 @@ def _remove(
     written, busy, removed, size = [], [], 0, 0
     for row in rows:
         key = row["recording_id"]
-        lock = files.lock(file_stem(key))
-        if not try_acquire(lock):
-            busy.append(key)
-            continue
-        try:
+        with held_if_free(files.lock(file_stem(key))) as free:
+            if not free:
+                busy.append(key)
+                continue
             for path in dict.fromkeys(_paths(row)):
                 if files.remove(path):
                     removed += 1
@@ -317,8 +316,6 @@ def _remove(
             done = tombstone(row, Kind.DELETED if buried else kind, error(row), False)
             archive.manifest.append([done])
             written.append(done)
-        finally:
-            lock.release()
     archive.manifest.save()
     if busy:
         log.warning("%d recordings left in use by another process: %s", len(busy), busy[:10])

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from . import store
 from .archive import Archive, listing_path
 from .filesystems import Listed
-from .locks import try_acquire
+from .locks import held_if_free, try_acquire
 from .progress import LogProgress, ProgressChoice, Reporter, reporter_for
 from .rows import Kind, error_row
 
@@ -430,17 +430,12 @@ def _leftovers(archive: Archive, remove: bool) -> list[Path]:
     for path in archive.audio.leftovers():
         temporary = path.suffix == ".tmp"
         # <stem>.part; <stem>.<ext>.<hex>.tmp, or the same after a dot
-        lock = archive.audio.lock(path.name.lstrip(".").split(".", 1)[0])
-        if not try_acquire(lock):  # a run is fetching that recording
-            continue
-        try:
-            if temporary and _age(path) < TEMPORARY_GRACE_SECONDS:
-                continue
+        with held_if_free(archive.audio.lock(path.name.lstrip(".").split(".", 1)[0])) as free:
+            if not free or (temporary and _age(path) < TEMPORARY_GRACE_SECONDS):
+                continue  # a run is fetching that recording, or still writing the file
             found.append(path)
             if remove:
                 path.unlink(missing_ok=True)
-        finally:
-            lock.release()
     return found
 
 
@@ -451,14 +446,12 @@ def _delete(archive: Archive, orphans: list[str]) -> list[str]:
     deleted = []
     for path in orphans:
         name = _name(path)
-        lock = archive.audio.lock(name.split(".", 1)[0])
-        if name in claimed or not try_acquire(lock):
+        if name in claimed:
             continue
-        try:
-            archive.audio.remove(path)
-            deleted.append(path)
-        finally:
-            lock.release()
+        with held_if_free(archive.audio.lock(name.split(".", 1)[0])) as free:
+            if free:
+                archive.audio.remove(path)
+                deleted.append(path)
     return deleted
 
 
